@@ -1,0 +1,178 @@
+"""The `login-etl` command line: thin wrappers over the library.
+
+Each setting is a flag and a ``LOGIN_ETL_*`` variable (named in ``--help``).
+Errors print one line; bad configuration exits 2, other failures exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from login_etl import __version__, logs, service
+from login_etl.config import SPECS, Settings
+from login_etl.errors import ConfigError, LoginEtlError, MaskingError
+from login_etl.masking import generate_key
+from login_etl.seed import read_records, synthetic
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PIPELINE = (
+    "queue_url",
+    "database_url",
+    "masking_key",
+    "masking_old_keys",
+    "concurrency",
+    "batch_size",
+    "batch_wait",
+    "wait_time",
+    "max_in_flight",
+    "max_retry_time",
+    "shutdown_timeout",
+    "metrics_port",
+    "init_db",
+    "log_format",
+    "log_level",
+)
+
+
+class Failure(click.ClickException):
+    """One clear line on stderr and exit 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        """Print ``login-etl: error: …``."""
+        click.echo(f"login-etl: error: {self.message}", err=True)
+
+
+class BadConfig(Failure):
+    """Invalid configuration: one line and exit 2."""
+
+    exit_code = 2
+
+
+class Group(click.Group):
+    """Translates our errors into one-line failures."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; ConfigError → exit 2, other LoginEtlError → exit 1."""
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise BadConfig(str(exc)) from None
+        except LoginEtlError as exc:
+            raise Failure(str(exc)) from None
+
+
+def _metavar(default: str | None) -> str:
+    return "N" if default and default.isdigit() else "TEXT"
+
+
+def settings_options(*names: str) -> Callable[[F], F]:
+    """Add one flag per named setting; each flag's help names its env variable."""
+
+    def decorate(fn: F) -> F:
+        for name in reversed(names):
+            spec = SPECS[name]
+            default = f"; default: {spec.default}" if spec.default else ""
+            help_text = f"{spec.help} [env: {spec.env}{default}]"
+            if name == "init_db":
+                fn = click.option(
+                    "--init-db/--no-init-db", "init_db", default=None, help=help_text
+                )(fn)
+            else:
+                fn = click.option(
+                    spec.flag, name, default=None, metavar=_metavar(spec.default), help=help_text
+                )(fn)
+        return fn
+
+    return decorate
+
+
+def load(flags: dict[str, Any], *names: str) -> Settings:
+    """Settings from the given flags (popped from `flags`) and the environment."""
+    return Settings.load({n: flags.pop(n, None) for n in names})
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="login-etl")
+def cli() -> None:
+    """Drain login events from SQS, mask PII, load them into PostgreSQL exactly once."""
+
+
+@cli.command()
+@settings_options(*PIPELINE)
+@click.option("--drain", is_flag=True, help="Exit 0 once the queue has no visible messages.")
+@click.option("--max-messages", type=click.IntRange(min=1), help="Stop after N messages.")
+def run(drain: bool, max_messages: int | None, **flags: Any) -> None:
+    """Consume the queue into PostgreSQL until stopped (SIGINT/SIGTERM) or drained."""
+    settings = load(flags, *PIPELINE)
+    logs.configure(settings.log_format, settings.log_level)
+    service.run(settings, drain=drain, max_messages=max_messages)
+
+
+@cli.command("init-db")
+@settings_options("database_url")
+def init_db(**flags: Any) -> None:
+    """Create user_logins (if absent) and the service's own tables."""
+    service.init_db(load(flags, "database_url"))
+    click.echo("schema ready: user_logins, user_logins_rejected, login_etl_ledger")
+
+
+@cli.command()
+def keygen() -> None:
+    """Print a new random 512-bit masking key (base64) for LOGIN_ETL_MASKING_KEY."""
+    click.echo(generate_key())
+
+
+@cli.command()
+@settings_options("masking_key", "masking_old_keys")
+@click.option(
+    "--field",
+    "field_name",
+    type=click.Choice(["ip", "device_id"]),
+    required=True,
+    help="The column the masks come from.",
+)
+@click.argument("masks", nargs=-1)
+def unmask(field_name: str, masks: tuple[str, ...], **flags: Any) -> None:
+    """Print the original value of each MASK, one per line (masks from stdin if none given)."""
+    masker = load(flags, "masking_key", "masking_old_keys").masker()
+    items = list(masks) or [line.strip() for line in sys.stdin if line.strip()]
+    originals = []
+    for n, mask in enumerate(items, 1):
+        try:
+            originals.append(masker.unmask(field_name, mask))
+        except MaskingError as exc:
+            raise Failure(f"mask {n}: {exc}") from None
+    for value in originals:
+        click.echo(value)
+
+
+@cli.command()
+@settings_options("queue_url")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--synthetic",
+    "count",
+    type=click.IntRange(min=1),
+    help="Send N generated events instead of a file.",
+)
+@click.option("--random-seed", type=int, help="Seed for --synthetic (repeatable runs).")
+def seed(file: Path | None, count: int | None, random_seed: int | None, **flags: Any) -> None:
+    """Send JSON records (array or JSON lines, optionally gzipped) to the queue."""
+    if (file is None) == (count is None):
+        raise ConfigError("give either FILE or --synthetic N")
+    bodies = read_records(file) if file is not None else synthetic(count or 0, random_seed)
+    sent = service.seed(load(flags, "queue_url"), bodies)
+    click.echo(f"sent {sent} messages")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="login-etl")

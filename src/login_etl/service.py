@@ -1,0 +1,116 @@
+"""Wiring: build the source, sink and pipeline from `Settings` and run them.
+
+The CLI calls these; they never print. Everything they need comes in as
+arguments, so tests and the demo call them directly too.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+from login_etl import metrics
+from login_etl.config import Settings
+from login_etl.errors import ConfigError
+from login_etl.masking import Masker
+from login_etl.metrics import Stats
+from login_etl.pipeline import Pipeline
+from login_etl.postgres import PostgresSink, connect, init_schema
+from login_etl.sqs import SqsSource
+
+log = logging.getLogger(__name__)
+
+
+def init_db(settings: Settings) -> None:
+    """Create the tables if missing (idempotent)."""
+    with connect(settings.database_url) as conn:
+        init_schema(conn)
+
+
+def source_for(settings: Settings) -> SqsSource:
+    """The SQS source for the configured queue; checks the queue exists."""
+    source = SqsSource(settings.require_queue(), pool_size=settings.concurrency * 2 + 4)
+    source.info()  # fail fast on a wrong URL, endpoint or credentials
+    return source
+
+
+@contextmanager
+def _stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the pipeline to finish the batch in hand and return."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info(
+            "signal received, finishing the batch in hand", extra={"fields": {"signal": signum}}
+        )
+        pipeline.stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run(
+    settings: Settings,
+    *,
+    drain: bool = False,
+    max_messages: int | None = None,
+    stats: Stats | None = None,
+    masker: Masker | None = None,
+) -> Stats:
+    """Run the pipeline until drained, stopped by a signal, or `max_messages` are done."""
+    masker = masker or settings.masker()
+    source = source_for(settings)
+    if settings.init_db:
+        init_db(settings)
+    sink = PostgresSink(settings.database_url)
+    stats = stats or Stats()
+    if settings.metrics_port:
+        metrics.serve(stats, settings.metrics_port)
+    pipeline = Pipeline(
+        source, sink, masker, settings.options(drain=drain, max_messages=max_messages), stats=stats
+    )
+    log.info(
+        "worker started",
+        extra={
+            "fields": {
+                "key_id": masker.key_id,
+                "concurrency": settings.concurrency,
+                "batch_size": settings.batch_size,
+                "drain": drain,
+            }
+        },
+    )
+    try:
+        with _stop_on_signals(pipeline):
+            pipeline.run()
+    finally:
+        sink.close()
+    snap = stats.snapshot()
+    log.info(
+        "worker stopped",
+        extra={
+            "fields": {
+                k: snap[k]
+                for k in ("received", "loaded", "rejected", "duplicates", "released", "batches")
+            }
+            | {"msg_per_s": round(snap["messages_per_second"], 1)}
+        },
+    )
+    return stats
+
+
+def seed(settings: Settings, bodies: Sequence[str]) -> int:
+    """Send `bodies` to the configured queue, 10 per call; return how many."""
+    if not bodies:
+        raise ConfigError("nothing to send")
+    return SqsSource(settings.require_queue()).send_bodies(bodies)

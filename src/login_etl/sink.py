@@ -1,0 +1,98 @@
+"""The sink seam: write one batch of rows and rejections atomically.
+
+`PostgresSink` (in `postgres`) is the real one; `MemorySink` here serves unit
+tests and the benchmark's no-network mode. Both follow one contract:
+
+* everything in a batch commits together or not at all;
+* a message id already recorded (a redelivery) is skipped, never loaded twice;
+* a row the store refuses is turned into a rejection through `Batch.reject`,
+  and the rest of the batch still loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from login_etl.transform import Rejection, Row
+
+
+@dataclass(slots=True)
+class Batch:
+    """Rows and rejections to commit in one transaction."""
+
+    rows: list[Row]
+    rejections: list[Rejection]
+    # Builds the rejection for a row the store refused: (message_id, reason).
+    reject: Callable[[str, str], Rejection]
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What one committed batch did."""
+
+    loaded: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """Where batches go."""
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Commit `batch` atomically; raise `SinkUnavailable` if it may be retried."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def count_reasons(rejections: list[Rejection]) -> dict[str, int]:
+    """Rejections per reason."""
+    counts: dict[str, int] = {}
+    for r in rejections:
+        counts[r.reason] = counts.get(r.reason, 0) + 1
+    return counts
+
+
+class MemorySink:
+    """An in-memory sink with the same idempotency contract as PostgreSQL."""
+
+    def __init__(self, refuse: Callable[[Row], str | None] | None = None) -> None:
+        self.rows: list[Row] = []
+        self.rejections: dict[str, Rejection] = {}
+        self.ledger: dict[str, str] = {}
+        self._refuse = refuse
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Apply `batch`, skipping ledgered ids; `refuse` plays a database row error."""
+        result = WriteResult()
+        rejections = list(batch.rejections)
+        for row in batch.rows:
+            if row.message_id in self.ledger:
+                result.duplicates += 1
+                continue
+            reason = self._refuse(row) if self._refuse else None
+            if reason is not None:
+                rejections.append(batch.reject(row.message_id, reason))
+                continue
+            self.ledger[row.message_id] = "loaded"
+            self.rows.append(row)
+            result.loaded += 1
+        fresh = []
+        for rej in rejections:
+            if rej.message_id in self.ledger:
+                result.duplicates += 1
+                continue
+            self.ledger[rej.message_id] = "rejected"
+            self.rejections[rej.message_id] = rej
+            fresh.append(rej)
+        result.rejected = len(fresh)
+        result.reasons = count_reasons(fresh)
+        return result
+
+    def close(self) -> None:
+        """Nothing to release."""

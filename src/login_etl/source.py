@@ -1,0 +1,137 @@
+"""The source seam: receive, delete and extend messages.
+
+`SqsSource` (in `sqs`) is the real one; `MemorySource` here is a small queue
+with visibility timeouts for unit tests and the benchmark's no-network mode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from login_etl.transform import Message
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """Queue settings and depth, as the source reports them."""
+
+    visible: int
+    in_flight: int
+    delayed: int = 0
+    visibility_timeout: int = 30
+    retention_seconds: int = 345_600
+    dlq_url: str | None = None
+    max_receive_count: int | None = None
+
+
+class Source(Protocol):
+    """Where messages come from."""
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
+        """Up to `max_messages` messages, waiting up to `wait_seconds` for the first."""
+        ...
+
+    def delete(self, messages: Sequence[Message]) -> list[str]:
+        """Delete messages; return the ids that could not be deleted."""
+        ...
+
+    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+        """Set the visibility timeout of in-flight messages; return ids that failed."""
+        ...
+
+    def info(self) -> QueueInfo:
+        """Current depth and settings of the queue."""
+        ...
+
+
+class MemorySource:
+    """An in-process queue with at-least-once delivery and visibility timeouts."""
+
+    def __init__(
+        self,
+        bodies: Sequence[str] = (),
+        *,
+        visibility_timeout: int = 30,
+        clock: Callable[[], float] = time.monotonic,
+        sent_at: datetime | None = None,
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._visible: deque[tuple[str, str, datetime, int]] = deque()
+        self._in_flight: dict[str, tuple[str, str, datetime, int, float]] = {}
+        self.visibility_timeout = visibility_timeout
+        self.deleted: set[str] = set()
+        self.receives = 0
+        for body in bodies:
+            self.send(body, sent_at=sent_at)
+
+    def send(self, body: str, *, sent_at: datetime | None = None) -> str:
+        """Enqueue one body; return its message id."""
+        message_id = f"m-{next(self._ids):08d}"
+        with self._lock:
+            self._visible.append((message_id, body, sent_at or datetime.now(UTC), 0))
+        return message_id
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for receipt, (mid, body, sent, count, deadline) in list(self._in_flight.items()):
+            if deadline <= now:
+                del self._in_flight[receipt]
+                self._visible.append((mid, body, sent, count))
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
+        """Hand out visible messages and hide them for the visibility timeout."""
+        with self._lock:
+            self.receives += 1
+            self._expire()
+            out: list[Message] = []
+            while self._visible and len(out) < max_messages:
+                mid, body, sent, count = self._visible.popleft()
+                receipt = f"r-{next(self._ids)}"
+                deadline = self._clock() + self.visibility_timeout
+                self._in_flight[receipt] = (mid, body, sent, count + 1, deadline)
+                out.append(Message(mid, receipt, body, sent, count + 1))
+            return out
+
+    def delete(self, messages: Sequence[Message]) -> list[str]:
+        """Remove in-flight messages by receipt."""
+        with self._lock:
+            failed = []
+            for m in messages:
+                if self._in_flight.pop(m.receipt, None) is None:
+                    failed.append(m.message_id)
+                else:
+                    self.deleted.add(m.message_id)
+            return failed
+
+    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+        """Move the deadline of in-flight messages `seconds` from now."""
+        with self._lock:
+            failed = []
+            for m in messages:
+                entry = self._in_flight.get(m.receipt)
+                if entry is None:
+                    failed.append(m.message_id)
+                    continue
+                mid, body, sent, count, _ = entry
+                self._in_flight[m.receipt] = (mid, body, sent, count, self._clock() + seconds)
+            self._expire()
+            return failed
+
+    def info(self) -> QueueInfo:
+        """Depth and settings."""
+        with self._lock:
+            self._expire()
+            return QueueInfo(
+                visible=len(self._visible),
+                in_flight=len(self._in_flight),
+                visibility_timeout=self.visibility_timeout,
+            )

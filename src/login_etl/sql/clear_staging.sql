@@ -1,0 +1,1 @@
+DELETE FROM login_etl_staging

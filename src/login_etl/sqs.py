@@ -1,0 +1,198 @@
+"""Amazon SQS through boto3: the real source.
+
+boto3's standard credential chain and ``AWS_ENDPOINT_URL`` apply unchanged;
+throttling and 5xx answers are retried by botocore's own retry modes. Errors
+that remain are translated into `SourceUnavailable` (retryable) or
+`ConfigError` (the queue does not exist, credentials are missing) here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from login_etl.errors import ConfigError, SourceUnavailable
+from login_etl.source import QueueInfo
+from login_etl.transform import Message
+
+log = logging.getLogger(__name__)
+
+SQS_BATCH_MAX = 10
+_REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
+_CONFIG_CODES = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "AccessDenied",
+    "AccessDeniedException",
+    "InvalidAddress",
+    "SignatureDoesNotMatch",
+}
+
+
+def region_for(queue_url: str) -> str | None:
+    """The region to use: AWS_REGION / AWS_DEFAULT_REGION, else the queue URL's."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if os.environ.get(name):
+            return os.environ[name]
+    match = _REGION_IN_URL.search(queue_url)
+    if match:
+        return match.group(1)
+    if os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_SQS"):
+        return "us-east-1"  # local emulators accept any region
+    return None
+
+
+def make_client(queue_url: str, *, pool_size: int = 10, max_attempts: int = 5) -> Any:
+    """A boto3 SQS client with retries and a connection pool sized for our threads."""
+    region = region_for(queue_url)
+    if region is None:
+        raise ConfigError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)")
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=pool_size,
+        connect_timeout=5,
+        read_timeout=30,
+    )
+    try:
+        return boto3.session.Session().client("sqs", region_name=region, config=config)
+    except botocore.exceptions.BotoCoreError as exc:
+        raise ConfigError(f"cannot create the SQS client: {exc}") from exc
+
+
+@contextmanager
+def translated(action: str) -> Iterator[None]:
+    """Turn boto3/botocore errors into login-etl errors."""
+    try:
+        yield
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise ConfigError("no AWS credentials found (standard boto3 credential chain)") from exc
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _CONFIG_CODES:
+            raise ConfigError(f"SQS {action} failed: {code}") from exc
+        raise SourceUnavailable(f"SQS {action} failed: {code or exc}") from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise SourceUnavailable(f"SQS {action} failed: {type(exc).__name__}") from exc
+
+
+def _chunks(items: Sequence[Message]) -> Iterator[Sequence[Message]]:
+    for i in range(0, len(items), SQS_BATCH_MAX):
+        yield items[i : i + SQS_BATCH_MAX]
+
+
+def _message(raw: dict[str, Any]) -> Message:
+    attrs = raw.get("Attributes", {})
+    sent_ms = int(attrs.get("SentTimestamp", "0") or 0)
+    sent_at = datetime.fromtimestamp(sent_ms / 1000, UTC) if sent_ms else datetime.now(UTC)
+    return Message(
+        message_id=raw["MessageId"],
+        receipt=raw["ReceiptHandle"],
+        body=raw.get("Body", ""),
+        sent_at=sent_at,
+        receive_count=int(attrs.get("ApproximateReceiveCount", "1") or 1),
+    )
+
+
+class SqsSource:
+    """Receives from, deletes from and extends messages on one SQS queue."""
+
+    def __init__(self, queue_url: str, *, client: Any = None, pool_size: int = 10) -> None:
+        self.queue_url = queue_url
+        self._client = client or make_client(queue_url, pool_size=pool_size)
+
+    def __repr__(self) -> str:
+        return f"SqsSource({self.queue_url!r})"
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
+        """Long-poll for up to `max_messages` (≤ 10) messages."""
+        with translated("receive"):
+            answer = self._client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(max_messages, SQS_BATCH_MAX),
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+            )
+        return [_message(raw) for raw in answer.get("Messages", [])]
+
+    def delete(self, messages: Sequence[Message]) -> list[str]:
+        """Batch-delete; return ids SQS did not delete (they will come back, and be skipped)."""
+        return self._batch("delete", "delete_message_batch", messages, {})
+
+    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+        """Batch-change visibility; return ids that failed (e.g. already deleted)."""
+        return self._batch(
+            "change visibility",
+            "change_message_visibility_batch",
+            messages,
+            {"VisibilityTimeout": seconds},
+        )
+
+    def _batch(
+        self, action: str, method: str, messages: Sequence[Message], extra: dict[str, Any]
+    ) -> list[str]:
+        failed: list[str] = []
+        for chunk in _chunks(messages):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m.receipt, **extra} for i, m in enumerate(chunk)
+            ]
+            with translated(action):
+                answer = getattr(self._client, method)(QueueUrl=self.queue_url, Entries=entries)
+            for entry in answer.get("Failed", []):
+                failed.append(chunk[int(entry["Id"])].message_id)
+        if failed:
+            log.warning("SQS %s failed for %d message(s)", action, len(failed))
+        return failed
+
+    def info(self) -> QueueInfo:
+        """Queue depth and the settings that matter to delivery guarantees."""
+        with translated("get attributes"):
+            attrs = self._client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["All"]
+            )["Attributes"]
+        dlq_url = None
+        max_receives = None
+        if attrs.get("RedrivePolicy"):
+            policy = json.loads(attrs["RedrivePolicy"])
+            max_receives = int(policy.get("maxReceiveCount", 0)) or None
+            arn = policy.get("deadLetterTargetArn", "")
+            if arn:
+                with translated("get DLQ url"):
+                    name = arn.rsplit(":", 1)[-1]
+                    account = arn.split(":")[4] if arn.count(":") >= 5 else None
+                    kwargs = {"QueueOwnerAWSAccountId": account} if account else {}
+                    dlq_url = self._client.get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
+        return QueueInfo(
+            visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+            visibility_timeout=int(attrs.get("VisibilityTimeout", 30)),
+            retention_seconds=int(attrs.get("MessageRetentionPeriod", 345_600)),
+            dlq_url=dlq_url,
+            max_receive_count=max_receives,
+        )
+
+    def send_bodies(self, bodies: Sequence[str]) -> int:
+        """Send bodies, 10 per call; return how many were sent."""
+        sent = 0
+        for i in range(0, len(bodies), SQS_BATCH_MAX):
+            chunk = bodies[i : i + SQS_BATCH_MAX]
+            entries = [{"Id": str(j), "MessageBody": b} for j, b in enumerate(chunk)]
+            with translated("send"):
+                answer = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            if answer.get("Failed"):
+                codes = sorted({f.get("Code", "?") for f in answer["Failed"]})
+                raise SourceUnavailable(f"SQS send failed for {len(answer['Failed'])}: {codes}")
+            sent += len(chunk)
+        return sent

@@ -1,0 +1,99 @@
+"""From one queue message to one `Row` or one `Rejection` (pure, keyed).
+
+This is where validation (`events`) meets masking (`masking`): the result
+holds no plaintext PII. A rejection keeps the body sealed with the masking
+key, so it can be inspected and replayed later by key holders only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from login_etl.events import Invalid, parse_event
+from login_etl.masking import MASK_MAX_CHARS, Masker
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received SQS message; `receipt` is what deletes or extends it."""
+
+    message_id: str
+    receipt: str
+    body: str
+    sent_at: datetime
+    receive_count: int = 1
+
+    def __repr__(self) -> str:  # the body may hold PII
+        return f"Message(message_id={self.message_id!r}, receive_count={self.receive_count})"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One `user_logins` row plus the message id that carries it."""
+
+    message_id: str
+    user_id: str
+    device_type: str
+    masked_ip: str
+    masked_device_id: str
+    locale: str | None
+    app_version: int
+    create_date: date
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message that can never load: why, and its body sealed with the key."""
+
+    message_id: str
+    reason: str
+    sent_at: datetime
+    sealed_body: str
+    receive_count: int = 1
+
+
+def seal_body(masker: Masker, body: str) -> str:
+    """Seal a message body; lone surrogates survive the round trip."""
+    return masker.seal(body.encode("utf-8", "surrogatepass"))
+
+
+def open_body(masker: Masker, sealed: str) -> str:
+    """Inverse of `seal_body`."""
+    return masker.open_sealed(sealed).decode("utf-8", "surrogatepass")
+
+
+def reject(message: Message, reason: str, masker: Masker) -> Rejection:
+    """Build the rejection of `message` for `reason`."""
+    return Rejection(
+        message_id=message.message_id,
+        reason=reason,
+        sent_at=message.sent_at,
+        sealed_body=seal_body(masker, message.body),
+        receive_count=message.receive_count,
+    )
+
+
+def transform(message: Message, masker: Masker) -> Row | Rejection:
+    """Validate and mask one message; never raises."""
+    event = parse_event(message.body, message.sent_at)
+    if isinstance(event, Invalid):
+        return reject(message, event.reason, masker)
+    masked_ip = masker.mask("ip", event.ip)
+    if len(masked_ip) > MASK_MAX_CHARS:
+        return reject(message, "mask_too_long:ip", masker)
+    masked_device_id = masker.mask("device_id", event.device_id)
+    if len(masked_device_id) > MASK_MAX_CHARS:
+        return reject(message, "mask_too_long:device_id", masker)
+    return Row(
+        message_id=message.message_id,
+        user_id=event.user_id,
+        device_type=event.device_type,
+        masked_ip=masked_ip,
+        masked_device_id=masked_device_id,
+        locale=event.locale,
+        app_version=event.app_version,
+        create_date=event.create_date,
+        sent_at=message.sent_at,
+    )
