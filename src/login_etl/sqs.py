@@ -29,9 +29,8 @@ log = logging.getLogger(__name__)
 
 SQS_BATCH_MAX = 10
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
+_MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _CONFIG_CODES = {
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
     "InvalidClientTokenId",
     "UnrecognizedClientException",
     "AccessDenied",
@@ -80,6 +79,8 @@ def translated(action: str) -> Iterator[None]:
         raise ConfigError("no AWS credentials found (standard boto3 credential chain)") from exc
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
+        if code in _MISSING_QUEUE:
+            raise ConfigError(f"SQS queue does not exist ({code})") from exc
         if code in _CONFIG_CODES:
             raise ConfigError(f"SQS {action} failed: {code}") from exc
         raise SourceUnavailable(f"SQS {action} failed: {code or exc}") from exc

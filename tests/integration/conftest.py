@@ -1,0 +1,118 @@
+"""Real services for integration tests: one PostgreSQL server and one moto SQS
+endpoint per session; a fresh database and a fresh queue per test.
+
+A service that fails to start fails the tests; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from psycopg import sql
+
+from login_etl.local import LocalPostgres, LocalSqs, local_aws_env
+from login_etl.masking import generate_key
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[LocalPostgres]:
+    """A throwaway PostgreSQL server for the whole session."""
+    server = LocalPostgres().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def sqs_server() -> Iterator[LocalSqs]:
+    """moto's SQS server over HTTP for the whole session."""
+    server = LocalSqs().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def aws_env(sqs_server: LocalSqs, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """AWS_* variables pointing boto3 at the local endpoint."""
+    env = local_aws_env(sqs_server.endpoint)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def sqs_client(aws_env: dict[str, str]) -> Any:
+    """A plain boto3 SQS client for arranging and inspecting queues."""
+    return boto3.client("sqs")
+
+
+@pytest.fixture
+def queue_url(sqs_client: Any) -> Iterator[str]:
+    """A fresh, empty queue for one test."""
+    name = f"login-queue-{os.getpid()}-{next(_counter)}"
+    url: str = sqs_client.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})[
+        "QueueUrl"
+    ]
+    yield url
+    sqs_client.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def database_url(pg_server: LocalPostgres) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = f"test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield pg_server.url_for(name)
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@dataclass
+class Env:
+    """Everything a worker needs, as environment variables."""
+
+    queue_url: str
+    database_url: str
+    key: str
+    aws: dict[str, str]
+
+    def vars(self, **extra: str) -> dict[str, str]:
+        """A complete environment for a `login-etl` subprocess."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGIN_ETL_")}
+        env.update(self.aws)
+        env.update(
+            LOGIN_ETL_QUEUE_URL=self.queue_url,
+            LOGIN_ETL_DATABASE_URL=self.database_url,
+            LOGIN_ETL_MASKING_KEY=self.key,
+            LOGIN_ETL_WAIT_TIME="1",
+            LOGIN_ETL_BATCH_WAIT="200",
+        )
+        env.update(extra)
+        return env
+
+
+@pytest.fixture
+def etl_env(
+    queue_url: str, database_url: str, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Env:
+    """A queue, a database and a key, also exported as LOGIN_ETL_* in this process."""
+    env = Env(queue_url, database_url, generate_key(), aws_env)
+    for k, v in env.vars().items():
+        if k.startswith("LOGIN_ETL_"):
+            monkeypatch.setenv(k, v)
+    return env
