@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from login_etl.errors import LoginEtlError, RetryableError, RetryTimeExceeded
 from login_etl.masking import Masker
 from login_etl.metrics import Stats
+from login_etl.retry import backoff, call_with_retry
 from login_etl.sink import Batch, Sink, WriteResult
 from login_etl.source import Source
 from login_etl.transform import Message, Rejection, Row, reject, transform
@@ -48,11 +48,6 @@ class Options:
     max_retry_time: float = 300.0
     shutdown_timeout: float = 30.0
     heartbeat: bool = True
-
-
-def backoff(attempt: int, *, base: float = 0.2, cap: float = 10.0) -> float:
-    """Full-jitter exponential backoff delay for retry number `attempt` (0-based)."""
-    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 class _Capacity:
@@ -344,21 +339,12 @@ class Pipeline:
             deleter.submit(self._delete, messages[i : i + 10])
 
     def _write_with_retry(self, batch: Batch) -> WriteResult:
-        first_failure: float | None = None
-        attempt = 0
-        while True:
-            try:
-                return self.sink.write(batch)
-            except RetryableError as exc:
-                first_failure = first_failure or time.monotonic()
-                if time.monotonic() - first_failure > self.options.max_retry_time:
-                    raise RetryTimeExceeded(
-                        f"gave up after {self.options.max_retry_time:g}s: {exc}"
-                    ) from exc
-                log.warning("batch write failed, retrying: %s", exc)
-                self.stats.add(retries=1)
-                time.sleep(backoff(attempt, cap=5.0))
-                attempt += 1
+        return call_with_retry(
+            "batch write",
+            lambda: self.sink.write(batch),
+            max_time=self.options.max_retry_time,
+            on_retry=lambda: self.stats.add(retries=1),
+        )
 
     def _delete(self, messages: Sequence[Message]) -> None:
         failed: list[str] = []

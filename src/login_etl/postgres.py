@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from login_etl.errors import SinkUnavailable
+from login_etl.errors import ConfigError, SinkUnavailable
 from login_etl.sink import Batch, WriteResult, count_reasons
 from login_etl.sqlfiles import query
 from login_etl.transform import Rejection, Row
@@ -69,6 +69,21 @@ def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
         return psycopg.connect(url, connect_timeout=connect_timeout, application_name="login-etl")
     except psycopg.Error as exc:
         raise SinkUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
+
+
+@contextmanager
+def session(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection for one admin task; failures become one-line login-etl errors."""
+    conn = connect(url)
+    try:
+        with conn:
+            yield conn
+    except psycopg.Error as exc:
+        if is_transient(exc):
+            raise SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}") from exc
+        if exc.sqlstate == "42P01":  # undefined_table
+            raise ConfigError("tables missing: run `login-etl init-db` first") from exc
+        raise
 
 
 def _describe(exc: psycopg.Error) -> str:

@@ -11,15 +11,17 @@ import signal
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from types import FrameType
 
-from login_etl import metrics
+from login_etl import ledger, metrics, rejects
 from login_etl.config import Settings
 from login_etl.errors import ConfigError
 from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.pipeline import Pipeline
-from login_etl.postgres import PostgresSink, connect, init_schema
+from login_etl.postgres import PostgresSink, init_schema, session
+from login_etl.retry import call_with_retry
 from login_etl.sqs import SqsSource
 
 log = logging.getLogger(__name__)
@@ -27,14 +29,18 @@ log = logging.getLogger(__name__)
 
 def init_db(settings: Settings) -> None:
     """Create the tables if missing (idempotent)."""
-    with connect(settings.database_url) as conn:
+    with session(settings.database_url) as conn:
         init_schema(conn)
 
 
-def source_for(settings: Settings) -> SqsSource:
-    """The SQS source for the configured queue; checks the queue exists."""
+def source_for(settings: Settings, *, max_retry_time: float = 0) -> SqsSource:
+    """The SQS source for the configured queue, once the queue answers.
+
+    A wrong URL or missing credentials fail at once (ConfigError); an
+    unreachable endpoint is retried for up to `max_retry_time` seconds.
+    """
     source = SqsSource(settings.require_queue(), pool_size=settings.concurrency * 2 + 4)
-    source.info()  # fail fast on a wrong URL, endpoint or credentials
+    call_with_retry("SQS", source.info, max_time=max_retry_time)
     return source
 
 
@@ -69,9 +75,17 @@ def run(
 ) -> Stats:
     """Run the pipeline until drained, stopped by a signal, or `max_messages` are done."""
     masker = masker or settings.masker()
-    source = source_for(settings)
+    source = source_for(settings, max_retry_time=settings.max_retry_time)
     if settings.init_db:
-        init_db(settings)
+        call_with_retry("PostgreSQL", lambda: init_db(settings), max_time=settings.max_retry_time)
+    stop_pruning = threading.Event()
+    retention = source.info().retention_seconds
+    threading.Thread(
+        target=ledger.prune_periodically,
+        args=(lambda: session(settings.database_url), retention, stop_pruning),
+        name="ledger-prune",
+        daemon=True,
+    ).start()
     sink = PostgresSink(settings.database_url)
     stats = stats or Stats()
     if settings.metrics_port:
@@ -94,6 +108,7 @@ def run(
         with _stop_on_signals(pipeline):
             pipeline.run()
     finally:
+        stop_pruning.set()
         sink.close()
     snap = stats.snapshot()
     log.info(
@@ -114,3 +129,29 @@ def seed(settings: Settings, bodies: Sequence[str]) -> int:
     if not bodies:
         raise ConfigError("nothing to send")
     return SqsSource(settings.require_queue()).send_bodies(bodies)
+
+
+def list_rejections(
+    settings: Settings, *, limit: int, reason: str | None, show_bodies: bool
+) -> tuple[list[tuple[str, int, datetime]], list[rejects.Rejected]]:
+    """Counts by reason and the newest rejections (bodies need the key)."""
+    masker = settings.masker() if show_bodies else None
+    with session(settings.database_url) as conn:
+        return rejects.counts_by_reason(conn), rejects.recent(
+            conn, limit=limit, reason=reason, masker=masker
+        )
+
+
+def replay_rejections(settings: Settings, *, reason: str | None) -> rejects.ReplayResult:
+    """Re-run stored rejections through the current rules."""
+    masker = settings.masker()
+    with session(settings.database_url) as conn:
+        return rejects.replay(conn, masker, reason=reason)
+
+
+def prune_ledger(settings: Settings, *, retention: int | None, dry_run: bool) -> tuple[int, int]:
+    """Prune the ledger; retention comes from the queue unless given. Returns (entries, secs)."""
+    if retention is None:
+        retention = source_for(settings).info().retention_seconds
+    with session(settings.database_url) as conn:
+        return ledger.prune(conn, retention, dry_run=dry_run), retention

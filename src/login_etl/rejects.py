@@ -1,0 +1,135 @@
+"""Acting on rejections: list them, and replay them through the current rules.
+
+A replay opens each stored (sealed) body with the masking key and runs it
+through `transform` again. What passes now is inserted into `user_logins`,
+its ledger entry is marked ``loaded`` and its rejection removed, all in one
+transaction, so a message moves exactly once even when two replays run at
+the same time (rows are locked with ``FOR UPDATE SKIP LOCKED``). What still
+fails stays, with its reason brought up to date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from login_etl.masking import Masker
+from login_etl.postgres import is_row_error
+from login_etl.sqlfiles import query
+from login_etl.transform import Message, Row, open_body, transform
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One stored rejection; `body` only when asked for and the key is known."""
+
+    message_id: str
+    reason: str
+    sent_at: datetime
+    rejected_at: datetime
+    receive_count: int
+    body: str | None = None
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did."""
+
+    examined: int = 0
+    loaded: int = 0
+    still_rejected: dict[str, int] = field(default_factory=dict)
+
+
+def counts_by_reason(conn: psycopg.Connection[Any]) -> list[tuple[str, int, datetime]]:
+    """(reason, count, last rejected at), most frequent first."""
+    return [(r[0], int(r[1]), r[2]) for r in conn.execute(query("rejects_by_reason")).fetchall()]
+
+
+def recent(
+    conn: psycopg.Connection[Any],
+    *,
+    limit: int = 20,
+    reason: str | None = None,
+    masker: Masker | None = None,
+) -> list[Rejected]:
+    """The newest rejections; bodies are opened only when `masker` is given."""
+    rows = conn.execute(query("rejects_recent"), {"reason": reason, "limit": limit}).fetchall()
+    return [
+        Rejected(
+            message_id=r[0],
+            reason=r[1],
+            sent_at=r[2],
+            rejected_at=r[3],
+            receive_count=r[4],
+            body=open_body(masker, r[5]) if masker is not None else None,
+        )
+        for r in rows
+    ]
+
+
+def _row_params(row: Row) -> dict[str, Any]:
+    return {
+        "user_id": row.user_id,
+        "device_type": row.device_type,
+        "masked_ip": row.masked_ip,
+        "masked_device_id": row.masked_device_id,
+        "locale": row.locale,
+        "app_version": row.app_version,
+        "create_date": row.create_date,
+    }
+
+
+def replay(
+    conn: psycopg.Connection[Any],
+    masker: Masker,
+    *,
+    reason: str | None = None,
+    page: int = 500,
+) -> ReplayResult:
+    """Re-run stored rejections (optionally one reason) through the current rules."""
+    result = ReplayResult()
+    after = ""
+    while True:
+        with conn.transaction():
+            rows = conn.execute(
+                query("replay_select"), {"reason": reason, "after": after, "limit": page}
+            ).fetchall()
+            for message_id, old_reason, sent_at, receive_count, sealed in rows:
+                message = Message(message_id, "", open_body(masker, sealed), sent_at, receive_count)
+                new_reason = _replay_one(conn, message, masker)
+                if new_reason is None:
+                    result.loaded += 1
+                else:
+                    if new_reason != old_reason:
+                        conn.execute(
+                            query("replay_update_reason"),
+                            {"message_id": message_id, "reason": new_reason},
+                        )
+                    result.still_rejected[new_reason] = result.still_rejected.get(new_reason, 0) + 1
+            result.examined += len(rows)
+        if len(rows) < page:
+            return result
+        after = rows[-1][0]
+
+
+def _replay_one(conn: psycopg.Connection[Any], message: Message, masker: Masker) -> str | None:
+    """Load one message if it passes now; return the reason when it still fails."""
+    out = transform(message, masker)
+    if not isinstance(out, Row):
+        return out.reason
+    try:
+        with conn.transaction():  # a savepoint: a refused row leaves the rest intact
+            conn.execute(query("replay_insert"), _row_params(out))
+            conn.execute(
+                query("replay_mark_loaded"),
+                {"message_id": message.message_id, "sent_at": message.sent_at},
+            )
+            conn.execute(query("replay_forget"), {"message_id": message.message_id})
+    except psycopg.Error as exc:
+        if not is_row_error(exc):
+            raise
+        return f"db_error:{exc.sqlstate}"
+    return None

@@ -1,0 +1,1 @@
+DELETE FROM user_logins_rejected WHERE message_id = %(message_id)s
