@@ -1,0 +1,210 @@
+"""`make bench`: login-etl's throughput against the limits measured in the same run.
+
+Each line compares one stage with the fastest the same machine does the
+underlying work without login-etl in the way, measured seconds apart:
+
+* transform   — our validate+mask per event vs bare ``json.loads`` + two AES-SIV calls;
+* pipeline    — the threaded loop over in-memory source/sink vs the bare transform;
+* postgres    — `PostgresSink.write` (staging COPY + ledger + insert) vs a bare binary COPY;
+* sqs         — a full drain (receive → load → delete) vs bare boto3 receive+delete
+                of the same number of messages at the same queue depth.
+
+Ratios near 1.0 mean login-etl adds little over the limit. Numbers are noisy
+on a shared 2-core machine; run it twice before believing a change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from login_etl.masking import Masker, decode_key, generate_key
+from login_etl.metrics import Stats
+from login_etl.pipeline import Options, Pipeline
+from login_etl.seed import synthetic
+from login_etl.sink import Batch, MemorySink
+from login_etl.source import MemorySource
+from login_etl.transform import Message, Row, reject, transform
+
+SENT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _rate(n: int, fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - started)
+
+
+def bench_transform(bodies: list[str], masker: Masker) -> tuple[float, float]:
+    """(ours, limit) in events per second."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+    siv = AESSIV(os.urandom(64))
+    messages = [Message(f"m{i}", "r", b, SENT) for i, b in enumerate(bodies)]
+
+    def limit() -> None:
+        for b in bodies:
+            try:
+                doc = json.loads(b)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and "ip" in doc and "device_id" in doc:
+                siv.encrypt(str(doc["ip"]).encode(), [b"ip"])
+                siv.encrypt(str(doc["device_id"]).encode(), [b"device_id"])
+
+    def ours() -> None:
+        for m in messages:
+            transform(m, masker)
+
+    return _rate(len(bodies), ours), _rate(len(bodies), limit)
+
+
+def bench_pipeline(bodies: list[str], masker: Masker) -> float:
+    """Events per second through the threaded loop with in-memory seams."""
+    source = MemorySource(bodies, sent_at=SENT)
+    sink = MemorySink()
+    options = Options(
+        concurrency=2, batch_size=500, batch_wait=0.05, wait_seconds=0, drain=True, heartbeat=False
+    )
+    pipeline = Pipeline(source, sink, masker, options, stats=Stats())
+    return _rate(len(bodies), pipeline.run)
+
+
+def bench_postgres(bodies: list[str], masker: Masker) -> tuple[float, float]:
+    """(ours, limit) in rows per second against a throwaway local server."""
+    import psycopg
+
+    from login_etl.local import LocalPostgres
+    from login_etl.postgres import PostgresSink, init_schema
+
+    messages = [Message(f"m{i}", "r", b, SENT) for i, b in enumerate(bodies)]
+    rows = [r for r in (transform(m, masker) for m in messages) if isinstance(r, Row)]
+    by_id = {m.message_id: m for m in messages}
+    with LocalPostgres() as pg:
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            init_schema(conn)
+            conn.execute("CREATE TABLE bench_copy (LIKE user_logins)")
+
+            def limit() -> None:
+                with (
+                    conn.cursor() as cur,
+                    cur.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy,
+                ):
+                    copy.set_types(
+                        ["varchar", "varchar", "varchar", "varchar", "varchar", "int4", "date"]
+                    )
+                    for r in rows:
+                        copy.write_row(
+                            (
+                                r.user_id,
+                                r.device_type,
+                                r.masked_ip,
+                                r.masked_device_id,
+                                r.locale,
+                                r.app_version,
+                                r.create_date,
+                            )
+                        )
+
+            raw = _rate(len(rows), limit)
+        sink = PostgresSink(pg.url)
+
+        def ours() -> None:
+            for i in range(0, len(rows), 500):
+                sink.write(
+                    Batch(rows[i : i + 500], [], lambda mid, why: reject(by_id[mid], why, masker))
+                )
+
+        try:
+            mine = _rate(len(rows), ours)
+        finally:
+            sink.close()
+    return mine, raw
+
+
+def bench_sqs(count: int, masker: Masker) -> tuple[float, float]:
+    """(ours, limit) in messages per second on moto's SQS over HTTP."""
+    import boto3
+
+    from login_etl.local import LocalPostgres, LocalSqs, local_aws_env
+    from login_etl.postgres import PostgresSink, init_schema
+    from login_etl.sqs import SqsSource
+
+    with LocalSqs() as sqs, LocalPostgres() as pg:
+        os.environ.update(local_aws_env(sqs.endpoint))
+        client = boto3.client("sqs")
+        source_bodies = synthetic(count, 1)
+
+        def fill(name: str) -> str:
+            url: str = client.create_queue(QueueName=name)["QueueUrl"]
+            SqsSource(url, client=client).send_bodies(source_bodies)
+            return url
+
+        bare_url = fill("bench-bare")
+
+        def limit() -> None:
+            left = count
+            while left > 0:
+                got = client.receive_message(
+                    QueueUrl=bare_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+                ).get("Messages", [])
+                if got:
+                    client.delete_message_batch(
+                        QueueUrl=bare_url,
+                        Entries=[
+                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                            for i, m in enumerate(got)
+                        ],
+                    )
+                left -= len(got)
+
+        raw = _rate(count, limit)
+        url = fill("bench-ours")
+        import psycopg
+
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            init_schema(conn)
+        sink = PostgresSink(pg.url)
+        options = Options(concurrency=4, batch_size=500, batch_wait=0.2, wait_seconds=1, drain=True)
+        try:
+            mine = _rate(count, Pipeline(SqsSource(url, client=client), sink, masker, options).run)
+        finally:
+            sink.close()
+    return mine, raw
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every benchmark and print one line each (or JSON with --json)."""
+    parser = argparse.ArgumentParser(prog="python -m login_etl.bench", description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000, help="events for in-process stages")
+    parser.add_argument("--sqs-messages", type=int, default=300, help="messages for the SQS stage")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    masker = Masker(decode_key(generate_key()))
+    bodies = synthetic(args.events, 42)
+    results: dict[str, dict[str, float]] = {}
+    ours, limit = bench_transform(bodies, masker)
+    results["transform"] = {"ours": ours, "limit": limit}
+    results["pipeline"] = {"ours": bench_pipeline(bodies, masker), "limit": ours}
+    ours, limit = bench_postgres(bodies, masker)
+    results["postgres"] = {"ours": ours, "limit": limit}
+    ours, limit = bench_sqs(args.sqs_messages, masker)
+    results["sqs"] = {"ours": ours, "limit": limit}
+    for r in results.values():
+        r["ratio"] = r["ours"] / r["limit"]
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"{'stage':<10} {'login-etl/s':>12} {'limit/s':>12} {'ratio':>6}")
+    for name, r in results.items():
+        print(f"{name:<10} {r['ours']:>12,.0f} {r['limit']:>12,.0f} {r['ratio']:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
