@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from login_etl import __version__, logs, service
+from login_etl import __version__, logs, render, service
 from login_etl.config import SPECS, Settings
 from login_etl.errors import ConfigError, LoginEtlError, MaskingError
 from login_etl.masking import generate_key
@@ -171,6 +171,104 @@ def seed(file: Path | None, count: int | None, random_seed: int | None, **flags:
     bodies = read_records(file) if file is not None else synthetic(count or 0, random_seed)
     sent = service.seed(load(flags, "queue_url"), bodies)
     click.echo(f"sent {sent} messages")
+
+
+@cli.command()
+@click.option(
+    "--synthetic",
+    "count",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Generate N events (ignored with --file).",
+)
+@click.option("--random-seed", type=int, help="Seed for the generator (repeatable runs).")
+@click.option(
+    "--file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Send the records of this JSON array / JSON-lines file (gzip ok) instead.",
+)
+@click.option("--keep", is_flag=True, help="Keep PostgreSQL and the queue up until Ctrl-C.")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=2, show_default=True, help="Receivers."
+)
+def demo(
+    count: int, random_seed: int | None, file: Path | None, keep: bool, concurrency: int
+) -> None:
+    """Run the whole pipeline on throwaway local services and show the result."""
+    from rich.console import Console
+
+    from login_etl import demo as demo_run
+
+    options = demo_run.DemoOptions(count, random_seed, file, keep, concurrency)
+    sys.exit(demo_run.run(Console(), options))
+
+
+@cli.command()
+@settings_options("queue_url", "database_url")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for machines).")
+def status(as_json: bool, **flags: Any) -> None:
+    """Queue depth, rows loaded, rejections by reason and the last load time."""
+    import json
+
+    from rich.console import Console
+
+    from login_etl import status as report
+
+    found = report.collect(load(flags, "queue_url", "database_url"))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(found)))
+    else:
+        report.render(found, Console())
+
+
+@cli.group()
+def rejects() -> None:
+    """Inspect and replay rejected messages."""
+
+
+@rejects.command("list")
+@settings_options("database_url", "masking_key", "masking_old_keys")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="How many recent rejections to show.")
+@click.option("--reason", help="Only this reason.")
+@click.option("--show-bodies", is_flag=True, help="Decrypt and show bodies (needs the key).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def rejects_list(
+    limit: int, reason: str | None, show_bodies: bool, as_json: bool, **flags: Any
+) -> None:
+    """Rejections by reason and the most recent message ids."""
+    settings = load(flags, "database_url", "masking_key", "masking_old_keys")
+    counts, recent = service.list_rejections(
+        settings, limit=limit, reason=reason, show_bodies=show_bodies
+    )
+    render.rejections(counts, recent, as_json=as_json)
+
+
+@rejects.command("replay")
+@settings_options("database_url", "masking_key", "masking_old_keys")
+@click.option("--reason", help="Only rejections with this reason.")
+def rejects_replay(reason: str | None, **flags: Any) -> None:
+    """Re-run stored rejections through the current rules; load what passes now."""
+    settings = load(flags, "database_url", "masking_key", "masking_old_keys")
+    result = service.replay_rejections(settings, reason=reason)
+    still = sum(result.still_rejected.values())
+    click.echo(f"examined {result.examined}, loaded {result.loaded}, still rejected {still}")
+    for why, n in sorted(result.still_rejected.items()):
+        click.echo(f"  {why}: {n}")
+
+
+@cli.command()
+@settings_options("queue_url", "database_url")
+@click.option("--retention", type=click.IntRange(min=60),
+              help="Queue retention in seconds (default: read from the queue).")
+@click.option("--dry-run", is_flag=True, help="Count what would be pruned.")
+def prune(retention: int | None, dry_run: bool, **flags: Any) -> None:
+    """Forget ledger entries older than the queue's retention period (plus a day)."""
+    settings = load(flags, "queue_url", "database_url")
+    n, secs = service.prune_ledger(settings, retention=retention, dry_run=dry_run)
+    verb = "would prune" if dry_run else "pruned"
+    click.echo(f"{verb} {n} ledger entries (retention {secs}s + margin)")
 
 
 def main() -> None:

@@ -61,7 +61,8 @@ def decode_key(text: str, *, name: str = "LOGIN_ETL_MASKING_KEY") -> bytes:
     if not cleaned:
         raise ConfigError(f"{name} is empty; make one with `login-etl keygen`")
     try:
-        raw = base64.b64decode(cleaned.replace("-", "+").replace("_", "/"), validate=True)
+        padded = cleaned + "=" * (-len(cleaned) % 4)
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError(f"{name} is not valid base64") from None
     if len(raw) != KEY_BYTES:

@@ -316,7 +316,11 @@ class Pipeline:
     def _process(self, messages: list[Message], deleter: ThreadPoolExecutor) -> None:
         started = time.monotonic()
         batch = self._split(messages)
-        result = self._write_with_retry(batch)
+        try:
+            result = self._write_with_retry(batch)
+        except BaseException:
+            self._release(messages)  # not committed: let another worker have them now
+            raise
         if self._after_commit is not None:
             self._after_commit(messages, result)
         self.stats.committed(result.loaded, result.rejected, result.duplicates, result.reasons)
@@ -344,6 +348,7 @@ class Pipeline:
             lambda: self.sink.write(batch),
             max_time=self.options.max_retry_time,
             on_retry=lambda: self.stats.add(retries=1),
+            stop=self._stopping,  # SIGTERM during an outage: give up, do not wait it out
         )
 
     def _delete(self, messages: Sequence[Message]) -> None:

@@ -43,7 +43,9 @@ def call_with_retry(
         try:
             return fn()
         except RetryableError as exc:
-            if time.monotonic() - started > max_time or (stop is not None and stop.is_set()):
+            if stop is not None and stop.is_set():
+                raise RetryTimeExceeded(f"{what}: stopped while failing: {exc}") from exc
+            if time.monotonic() - started > max_time:
                 raise RetryTimeExceeded(f"{what}: gave up after {max_time:g}s: {exc}") from exc
             log.warning("%s failed, retrying: %s", what, exc)
             if on_retry is not None:

@@ -40,13 +40,15 @@ def _lines_or_array(text: str, name: str) -> list[Any]:
             doc = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{name}: not a valid JSON array ({exc.msg})") from None
+        except RecursionError:
+            raise ConfigError(f"{name}: JSON nested too deeply") from None
         return list(doc)
     records = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 records.append(json.loads(line))
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ConfigError(f"{name}: line {n} is not valid JSON") from None
     return records
 
@@ -63,7 +65,7 @@ def read_records(path: Path) -> list[str]:
         except (OSError, EOFError) as exc:
             raise ConfigError(f"{path}: bad gzip data ({exc})") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # tolerate a byte-order mark
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     return [json.dumps(r, separators=(",", ":")) for r in _lines_or_array(text, str(path))]

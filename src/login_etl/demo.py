@@ -1,0 +1,442 @@
+"""`login-etl demo`: the whole service on this machine, start to finish, in seconds.
+
+Starts a throwaway PostgreSQL and an embedded SQS endpoint (moto over HTTP),
+makes a masking key for this run only, feeds the queue, runs the real pipeline
+(`Pipeline` with `SqsSource` and `PostgresSink`) against them with a live
+progress bar, then shows what an analyst sees: the first rows, the duplicates
+query and one deliberate unmask. Everything it started is stopped and deleted
+on exit, Ctrl-C and SIGTERM included; ``keep`` leaves the services up until
+Ctrl-C so they can be explored with ``psql`` and ``login-etl status``.
+
+This module renders to the `rich.console.Console` it is given; the CLI only
+parses flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Thread
+from types import FrameType
+from typing import Any
+
+import boto3
+import botocore.config
+from rich import box
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from login_etl.errors import ConfigError, LoginEtlError
+from login_etl.local import LocalPostgres, LocalSqs, local_aws_env
+from login_etl.masking import Masker, decode_key, generate_key
+from login_etl.metrics import Stats
+from login_etl.pipeline import Options, Pipeline
+from login_etl.postgres import PostgresSink, connect, init_schema
+from login_etl.seed import read_records, synthetic
+from login_etl.sqlfiles import query
+from login_etl.sqs import SQS_BATCH_MAX, SqsSource
+
+QUEUE_NAME = "login-queue"
+# moto's SQS does O(depth) work on every call (~0.1 s per receive+delete at a
+# depth of 200, ~1.2 s at 2,000), so loading the whole data set first would
+# make the demo crawl. The feeder sends while the pipeline drains and keeps at
+# most this many messages in the queue; the pipeline runs in normal (not
+# drain) mode and is stopped once every message sent has been committed, so an
+# empty moment between two sends can never end the run early.
+QUEUE_WINDOW = 100
+FIRST_ROWS = 5
+TOP_DUPLICATES = 10
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What to feed the demo and how to run it."""
+
+    synthetic: int = 1000
+    random_seed: int | None = None
+    file: Path | None = None
+    keep: bool = False
+    concurrency: int = 2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The numbers of one demo run."""
+
+    sent: int
+    stats: dict[str, Any]
+    seconds: float
+
+
+def _background(name: str, target: Callable[[], object], errors: list[BaseException]) -> Thread:
+    """Start `target` in a daemon thread; what it raises is appended to `errors`."""
+
+    def body() -> None:
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+            errors.append(exc)
+
+    thread = Thread(target=body, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+class _Feeder:
+    """Sends bodies 10 per call while the queue holds fewer than `window` messages."""
+
+    def __init__(self, source: SqsSource, bodies: list[str], stats: Stats, window: int) -> None:
+        self.sent = 0
+        self._source = source
+        self._bodies = bodies
+        self._stats = stats
+        self._window = window
+        self._halt = threading.Event()
+
+    def _depth(self) -> int:
+        # Messages still in the queue, visible or held: sent and not yet deleted.
+        return self.sent - self._stats.deleted - self._stats.delete_failures
+
+    def run(self) -> None:
+        """Send everything, waiting for the pipeline whenever the queue is full."""
+        for i in range(0, len(self._bodies), SQS_BATCH_MAX):
+            while self._depth() >= self._window:
+                if self._halt.wait(0.02):
+                    return
+            if self._halt.is_set():
+                return
+            self.sent += self._source.send_bodies(self._bodies[i : i + SQS_BATCH_MAX])
+
+    def halt(self) -> None:
+        """Stop sending."""
+        self._halt.set()
+
+    @property
+    def finished(self) -> bool:
+        """True once every body has been sent."""
+        return self.sent == len(self._bodies)
+
+
+class _RateColumn(ProgressColumn):
+    """Messages per second."""
+
+    def render(self, task: Task) -> Text:
+        """Render the current rate."""
+        speed = task.finished_speed or task.speed
+        text = f"{speed:,.0f} msg/s" if speed else "- msg/s"
+        return Text(text, style="progress.data.speed")
+
+
+def demo_bodies(options: DemoOptions) -> list[str]:
+    """The message bodies the demo sends: the file's records, or synthetic events."""
+    if options.file is not None:
+        bodies = read_records(options.file)
+    else:
+        bodies = synthetic(options.synthetic, options.random_seed)
+    if not bodies:
+        raise ConfigError("nothing to send: the file holds no records")
+    return bodies
+
+
+def run(console: Console, options: DemoOptions) -> int:
+    """Run the demo, rendering to `console`; return the process exit code.
+
+    0 when it completed (with ``keep``: when Ctrl-C ended it), 130 when
+    Ctrl-C or SIGTERM interrupted the run. Every process and temporary
+    directory it started is gone when it returns.
+    """
+    bodies = demo_bodies(options)  # a bad --file fails before anything starts
+    stack = ExitStack()
+    try:
+        with _logs_to(console), _signal_handlers(_interrupt, signal.SIGTERM):
+            return _run(console, options, bodies, stack)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] stopping everything the demo started")
+        return EXIT_INTERRUPTED
+    finally:
+        # A second Ctrl-C must not leave a server behind; cleaning up takes ~0.5 s.
+        with _signal_handlers(signal.SIG_IGN, signal.SIGINT, signal.SIGTERM):
+            stack.close()
+
+
+def _run(console: Console, options: DemoOptions, bodies: list[str], stack: ExitStack) -> int:
+    console.rule("[bold]login-etl demo")
+    console.print("Starting a throwaway PostgreSQL and an embedded SQS endpoint (moto)...")
+    pg = LocalPostgres()
+    stack.callback(pg.close)
+    pg.start()
+    sqs = LocalSqs()
+    stack.callback(sqs.close)
+    sqs.start()
+    client = _sqs_client(sqs.endpoint, pool_size=options.concurrency * 2 + 4)
+    queue_url: str = client.create_queue(QueueName=QUEUE_NAME)["QueueUrl"]
+    with connect(pg.url) as conn:
+        init_schema(conn)
+    console.print(f"  PostgreSQL  {pg.url}")
+    console.print(f"  SQS         {queue_url}")
+
+    key = generate_key()
+    masker = Masker(decode_key(key))
+    console.print(
+        f"  Masking key [bold]{masker.key_id}[/]: made for this demo only, discarded on exit\n"
+        "  (a real deployment reads its own key from LOGIN_ETL_MASKING_KEY)"
+    )
+    seed = "" if options.random_seed is None else f" (seed {options.random_seed})"
+    what = options.file or f"synthetic events{seed}"
+    console.print(f"Sending {len(bodies):,} messages from {escape(str(what))} and loading them...")
+
+    outcome = _load(console, options, bodies, client, queue_url, pg.url, masker, stack)
+    _show_summary(console, outcome)
+    with connect(pg.url) as conn:
+        _show_rows_and_duplicates(console, conn, masker)
+    if options.keep:
+        _keep(console, pg, sqs.endpoint, queue_url, key)
+    return 0
+
+
+def _load(
+    console: Console,
+    options: DemoOptions,
+    bodies: list[str],
+    client: Any,
+    queue_url: str,
+    database_url: str,
+    masker: Masker,
+    stack: ExitStack,
+) -> Outcome:
+    """Feed the queue and run the pipeline until every message sent is committed."""
+    stats = Stats()
+    source = SqsSource(queue_url, client=client)
+    sink = PostgresSink(database_url)
+    stack.callback(sink.close)
+    pipeline = Pipeline(
+        source,
+        sink,
+        masker,
+        Options(
+            concurrency=options.concurrency,
+            batch_size=100,
+            batch_wait=0.1,  # small batches: a smooth progress bar, a shallow queue
+            wait_seconds=1,  # short polls: stop() returns within a second
+            max_in_flight=2 * QUEUE_WINDOW,
+            max_retry_time=30.0,
+            shutdown_timeout=10.0,
+        ),
+        stats=stats,
+    )
+    feeder = _Feeder(source, bodies, stats, QUEUE_WINDOW)
+    errors: list[BaseException] = []
+    threads: list[Thread] = []
+
+    def stop_all() -> None:
+        feeder.halt()
+        pipeline.stop()
+        for thread in threads:
+            thread.join(15)
+
+    stack.callback(stop_all)
+    started = time.monotonic()
+    threads.append(_background("demo-pipeline", pipeline.run, errors))
+    threads.append(_background("demo-feeder", feeder.run, errors))
+    total = len(bodies)
+    progress = Progress(
+        TextColumn("[bold]messages"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task("messages", total=total)
+        # Each message sent ends with exactly one ledger entry: a row or a rejection.
+        while not (feeder.finished and stats.loaded + stats.rejected >= total):
+            progress.update(task, completed=min(stats.done, total))
+            if errors:
+                raise errors[0]
+            if not threads[0].is_alive():
+                raise LoginEtlError("the pipeline stopped before every message was loaded")
+            time.sleep(0.1)
+        seconds = time.monotonic() - started
+        progress.update(task, completed=total)
+    stop_all()
+    if errors:
+        raise errors[0]
+    return Outcome(sent=feeder.sent, stats=stats.snapshot(), seconds=seconds)
+
+
+def _show_summary(console: Console, outcome: Outcome) -> None:
+    snap = outcome.stats
+    table = Table(title="Summary", box=box.SIMPLE, show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("messages sent", f"{outcome.sent:,}")
+    table.add_row("received", f"{snap['received']:,}")
+    table.add_row("loaded", f"{snap['loaded']:,}", style="green")
+    table.add_row("rejected", f"{snap['rejected']:,}", style="yellow")
+    for reason, n in sorted(snap["reasons"].items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(f"  {reason}", f"{n:,}", style="dim")
+    table.add_row("redeliveries skipped (duplicates)", f"{snap['duplicates']:,}")
+    rate = outcome.sent / outcome.seconds if outcome.seconds else 0.0
+    table.add_row("throughput", f"{rate:,.0f} msg/s ({outcome.seconds:.1f} s)")
+    console.print(table)
+    console.print(
+        "[dim]Throughput here is bounded by the embedded moto SQS, whose every call scans "
+        "its queue; rejected messages are kept, sealed, in user_logins_rejected.[/]"
+    )
+
+
+def _show_rows_and_duplicates(console: Console, conn: Any, masker: Masker) -> None:
+    cur = conn.execute(query("first_rows"), {"limit": FIRST_ROWS})
+    names = [d.name for d in cur.description]
+    rows = cur.fetchall()
+    console.print(f"[bold]user_logins[/], the first {len(rows)} rows as an analyst sees them:")
+    _show_rows(console, names, rows)
+
+    console.print("[bold]Duplicates[/]: the same device or IP behind more than one login")
+    console.print(Syntax(query("duplicates").strip(), "sql", word_wrap=True))
+    found = conn.execute(query("duplicates")).fetchall()
+    dupes = Table(box=box.SIMPLE)
+    dupes.add_column("field")
+    dupes.add_column("masked_value", overflow="fold")
+    dupes.add_column("logins", justify="right")
+    for field, value, logins in found[:TOP_DUPLICATES]:
+        dupes.add_row(field, value, str(logins))
+    console.print(dupes)
+    console.print(
+        f"{len(found):,} masked values appear in more than one login"
+        + (f" (top {TOP_DUPLICATES} shown)" if len(found) > TOP_DUPLICATES else "")
+    )
+
+    if rows:
+        mask = rows[0][names.index("masked_ip")]
+        console.print("[bold]Unmask[/] (key holders only; the one plaintext this demo prints):")
+        console.print(f"  masked_ip {mask}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"  original  {masker.unmask('ip', mask)}", markup=False, soft_wrap=True)
+        console.print(
+            "[dim]  same as: login-etl unmask --field ip <mask>, with LOGIN_ETL_MASKING_KEY set[/]"
+        )
+
+
+def _show_rows(console: Console, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """A table when the terminal is wide enough, else psql's expanded display (\\x)."""
+    cells = [[Text("NULL", style="dim") if v is None else Text(str(v)) for v in r] for r in rows]
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in names:
+        table.add_column(name, no_wrap=True)
+    for row_cells in cells:
+        table.add_row(*row_cells)
+    natural = Measurement.get(console, console.options.update_width(100_000), table).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    width = max(len(n) for n in names)
+    for n, row_cells in enumerate(cells, 1):
+        console.print(Text(f"-[ RECORD {n} ]", style="dim"))
+        for name, cell in zip(names, row_cells, strict=True):
+            console.print(Text(f"{name:<{width}} | ") + cell, soft_wrap=True)
+
+
+def _keep(console: Console, pg: LocalPostgres, endpoint: str, queue_url: str, key: str) -> None:
+    """Print how to reach the services, then wait for Ctrl-C."""
+    psql = "psql" if shutil.which("psql") else str(pg.bindir / "psql")
+    env = local_aws_env(endpoint) | {
+        "LOGIN_ETL_QUEUE_URL": queue_url,
+        "LOGIN_ETL_DATABASE_URL": pg.url,
+        "LOGIN_ETL_MASKING_KEY": key,
+    }
+    console.rule("[bold]services kept running")
+    console.print("PostgreSQL:")
+    console.print(f"  {shlex.quote(psql)} {shlex.quote(pg.url)}", markup=False, soft_wrap=True)
+    console.print("Environment for login-etl (status, seed, run, unmask) and the AWS CLI:")
+    for name, value in env.items():
+        console.print(
+            f"  export {name}={shlex.quote(value)}", markup=False, highlight=False, soft_wrap=True
+        )
+    console.print("Press Ctrl-C to stop them and delete everything.")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping the demo's services")
+
+
+def _sqs_client(endpoint: str, *, pool_size: int) -> Any:
+    """A boto3 client for the embedded endpoint, whatever AWS_* the shell holds."""
+    env = local_aws_env(endpoint)
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=pool_size,
+        connect_timeout=5,
+        read_timeout=30,
+    )
+    return boto3.session.Session().client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=config,
+    )
+
+
+@contextmanager
+def _logs_to(console: Console) -> Iterator[None]:
+    """Show only warnings and errors, through rich, so the progress bar stays intact."""
+    logger = logging.getLogger("login_etl")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    logger.handlers[:] = [RichHandler(console=console, show_path=False, show_time=False)]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+
+
+@contextmanager
+def _signal_handlers(handler: Any, *signums: int) -> Iterator[None]:
+    """Install `handler` for `signums` (main thread only); restore the old ones after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM cleans up like Ctrl-C instead of killing us with servers still running."""
+    raise KeyboardInterrupt

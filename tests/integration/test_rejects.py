@@ -1,0 +1,147 @@
+"""Rejections you can act on (list, replay) and ledger retention (prune)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import psycopg
+
+from login_etl.config import Settings
+from login_etl.service import replay_rejections
+
+from .helpers import cli, query, scalar
+from .test_pipeline import DDL, event, send
+
+TRIGGER = """
+CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused'; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_poison BEFORE INSERT ON user_logins
+    FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+"""
+
+
+def load_with_refusals(etl_env, sqs_client) -> None:
+    """3 rows refused by the database, 2 malformed, 10 good."""
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        conn.execute(DDL + TRIGGER)
+    bodies = [event(i) for i in range(10)]
+    bodies += [event(100 + i, user_id=f"poison-{i}") for i in range(3)]
+    bodies += ["not json", json.dumps({"foo": "oops_wrong_msg_type", "bar": "123"})]
+    send(sqs_client, etl_env.queue_url, bodies)
+    done = cli(etl_env.vars(), "run", "--drain")
+    assert done.returncode == 0, done.stderr
+
+
+def test_rejects_list_counts_and_bodies(etl_env, sqs_client) -> None:
+    load_with_refusals(etl_env, sqs_client)
+    listed = cli(etl_env.vars(), "rejects", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert doc["by_reason"] == {
+        "db_error:P0001": 3,
+        "invalid_json": 1,
+        "missing_field:user_id": 1,
+    }
+    assert doc["total"] == 5 and len(doc["recent"]) == 5
+    assert all("body" not in r for r in doc["recent"])  # bodies only on request
+    with_bodies = json.loads(
+        cli(etl_env.vars(), "rejects", "list", "--json", "--show-bodies").stdout
+    )
+    bodies = {r["body"] for r in with_bodies["recent"]}
+    assert "not json" in bodies
+    assert json.dumps({"foo": "oops_wrong_msg_type", "bar": "123"}) in bodies
+    no_key = cli(etl_env.vars(LOGIN_ETL_MASKING_KEY=""), "rejects", "list", "--show-bodies")
+    assert no_key.returncode == 2
+    table = cli(etl_env.vars(), "rejects", "list", "--reason", "invalid_json")
+    assert table.returncode == 0 and "invalid_json" in table.stdout
+    # Bodies are sealed in the table, never plaintext.
+    stored = query(etl_env.database_url, "SELECT sealed_body FROM user_logins_rejected")
+    assert not any("poison" in s or "not json" in s for (s,) in stored)
+
+
+def test_replay_moves_what_passes_now_exactly_once(etl_env, sqs_client) -> None:
+    load_with_refusals(etl_env, sqs_client)
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 10
+    # The database rule that refused them is lifted.
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER refuse_poison ON user_logins")
+
+    # Two replays at once: each message still moves exactly once.
+    settings = Settings.load()
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(replay_rejections(settings, reason=None)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.loaded for r in results) == 3
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 13
+    assert (
+        scalar(
+            etl_env.database_url,
+            "SELECT count(*) FROM user_logins WHERE user_id LIKE 'poison%'",
+        )
+        == 3
+    )
+    remaining = query(
+        etl_env.database_url, "SELECT reason FROM user_logins_rejected ORDER BY reason"
+    )
+    assert remaining == [("invalid_json",), ("missing_field:user_id",)]
+    assert (
+        scalar(
+            etl_env.database_url, "SELECT count(*) FROM login_etl_ledger WHERE outcome = 'loaded'"
+        )
+        == 13
+    )
+
+    again = cli(etl_env.vars(), "rejects", "replay")
+    assert again.returncode == 0, again.stderr
+    assert "loaded 0, still rejected 2" in again.stdout
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 13
+
+
+def test_replay_by_reason_leaves_others(etl_env, sqs_client) -> None:
+    load_with_refusals(etl_env, sqs_client)
+    done = cli(etl_env.vars(), "rejects", "replay", "--reason", "invalid_json")
+    assert done.returncode == 0, done.stderr
+    assert "examined 1, loaded 0, still rejected 1" in done.stdout
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins_rejected") == 5
+
+
+def test_prune_only_outside_the_redelivery_window(etl_env, sqs_client) -> None:
+    send(sqs_client, etl_env.queue_url, [event(i) for i in range(6)])
+    assert cli(etl_env.vars(), "run", "--drain").returncode == 0
+    # Age two entries beyond 4 days of retention + 1 day margin; one just inside.
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        ids = [r[0] for r in conn.execute("SELECT message_id FROM login_etl_ledger ORDER BY 1")]
+        conn.execute(
+            "UPDATE login_etl_ledger SET sent_at = now() - interval '6 days'"
+            " WHERE message_id = ANY(%s)",
+            (ids[:2],),
+        )
+        conn.execute(
+            "UPDATE login_etl_ledger SET sent_at = now() - interval '4 days 23 hours'"
+            " WHERE message_id = %s",
+            (ids[2],),
+        )
+    dry = cli(etl_env.vars(), "prune", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would prune 2 ledger entries (retention 345600s" in dry.stdout
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM login_etl_ledger") == 6
+    done = cli(etl_env.vars(), "prune")
+    assert "pruned 2 ledger entries" in done.stdout
+    left = {r[0] for r in query(etl_env.database_url, "SELECT message_id FROM login_etl_ledger")}
+    assert left == set(ids[2:])
+    # Retention is read from the queue: a 1-day queue prunes the 4d23h entry too.
+    sqs_client.set_queue_attributes(
+        QueueUrl=etl_env.queue_url, Attributes={"MessageRetentionPeriod": "86400"}
+    )
+    assert "pruned 1 ledger entries" in cli(etl_env.vars(), "prune").stdout
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 6

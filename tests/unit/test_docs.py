@@ -1,0 +1,42 @@
+"""The README documents every setting and every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+
+from login_etl.cli import cli
+from login_etl.config import SPECS
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text("utf-8")
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=lambda s: s.env)
+def test_every_setting_is_in_the_configuration_table(spec) -> None:
+    assert f"| `{spec.env}` | `{spec.flag}" in README
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[str]:
+    names = []
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            names += _commands(cmd, f"{prefix}{name} ")
+        else:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+@pytest.mark.parametrize("command", _commands(cli))
+def test_every_command_is_mentioned(command: str) -> None:
+    assert f"login-etl {command}" in README
+
+
+def test_faq_links_point_at_real_files() -> None:
+    faq = (ROOT / "docs" / "faq.md").read_text("utf-8")
+    import re
+
+    for target in re.findall(r"\]\((\.\./[^)#]+)", faq):
+        assert (ROOT / "docs" / target).resolve().exists(), target

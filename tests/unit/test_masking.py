@@ -1,0 +1,273 @@
+"""masking: keys, deterministic reversible masks, rotation and sealed bodies."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from login_etl.errors import ConfigError, MaskingError, UnknownMaskError
+from login_etl.masking import (
+    KEY_BYTES,
+    KEY_ID_CHARS,
+    Masker,
+    decode_key,
+    generate_key,
+    key_id,
+)
+from tests.unit.helpers import KEY_A, KEY_A_TEXT, KEY_B
+
+MASK = re.compile(r"[a-z2-7]{8}\.[A-Za-z0-9_-]+")
+FIELDS = ("ip", "device_id")
+# Any text that can be encoded as UTF-8 (lone surrogates cannot and never reach masking).
+plain_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]))
+
+
+# -- keys ---------------------------------------------------------------------
+
+
+def test_generate_key_is_64_random_bytes() -> None:
+    first, second = generate_key(), generate_key()
+    assert len(base64.b64decode(first, validate=True)) == KEY_BYTES == 64
+    assert decode_key(first) == base64.b64decode(first)
+    assert first != second
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        KEY_A_TEXT,
+        f"  {KEY_A_TEXT}\n",
+        base64.urlsafe_b64encode(KEY_A).decode("ascii"),
+    ],
+    ids=["standard", "whitespace", "urlsafe"],
+)
+def test_decode_key_accepts(text: str) -> None:
+    assert decode_key(text) == KEY_A
+
+
+def _b64(n: int) -> str:
+    return base64.b64encode(bytes(range(n))).decode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("   \n", "empty"),
+        ("not base64 at all!", "not valid base64"),
+        (KEY_A_TEXT[:-3], "not valid base64"),
+        (KEY_A_TEXT + "é", "not valid base64"),
+        (_b64(32), "must decode to 64 bytes"),
+        (_b64(63), "must decode to 64 bytes"),
+        (_b64(65), "must decode to 64 bytes"),
+        (_b64(128), "must decode to 64 bytes"),
+    ],
+)
+def test_decode_key_rejects(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        decode_key(text, name="MY_KEY")
+    text_of_error = str(info.value)
+    assert text_of_error.startswith("MY_KEY ")
+    if text.strip():
+        assert text.strip() not in text_of_error
+        assert text.strip()[:12] not in text_of_error
+
+
+def test_key_id_is_short_and_stable() -> None:
+    assert key_id(KEY_A) == key_id(bytes(KEY_A))
+    assert key_id(KEY_A) != key_id(KEY_B)
+    assert re.fullmatch(f"[a-z2-7]{{{KEY_ID_CHARS}}}", key_id(KEY_A))
+    assert Masker(KEY_A).key_id == key_id(KEY_A)
+
+
+# -- masks --------------------------------------------------------------------
+
+
+def test_mask_format(masker: Masker) -> None:
+    mask = masker.mask("ip", "199.172.111.135")
+    assert MASK.fullmatch(mask)
+    assert mask.startswith(masker.key_id + ".")
+    assert "199.172.111.135" not in mask
+
+
+@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("value", ["199.172.111.135", "593-47-5928", "x", "é" * 50, "a b\tc"])
+def test_mask_round_trip_and_determinism(masker: Masker, field: str, value: str) -> None:
+    mask = masker.mask(field, value)
+    assert mask == masker.mask(field, value) == Masker(KEY_A).mask(field, value)
+    assert masker.unmask(field, mask) == value
+
+
+def test_same_value_masks_differently_per_field(masker: Masker) -> None:
+    assert masker.mask("ip", "123") != masker.mask("device_id", "123")
+
+
+def test_different_values_mask_differently(masker: Masker) -> None:
+    assert masker.mask("ip", "1.2.3.4") != masker.mask("ip", "1.2.3.5")
+
+
+def test_different_keys_give_different_masks() -> None:
+    a, b = Masker(KEY_A), Masker(KEY_B)
+    mask_a, mask_b = a.mask("ip", "1.2.3.4"), b.mask("ip", "1.2.3.4")
+    assert mask_a != mask_b
+    assert mask_a.split(".")[0] == a.key_id != b.key_id == mask_b.split(".")[0]
+    assert mask_a.split(".", 1)[1] != mask_b.split(".", 1)[1]
+
+
+@given(st.sampled_from(FIELDS), plain_text)
+def test_unmask_round_trip_any_text(field: str, value: str) -> None:
+    masker = Masker(KEY_A)
+    mask = masker.mask(field, value)
+    assert MASK.fullmatch(mask)
+    assert masker.unmask(field, mask) == value
+    assert masker.unmask(field, f" {mask}\n") == value  # pasted with whitespace
+
+
+@given(plain_text, plain_text)
+def test_masks_are_equal_only_for_equal_values(a: str, b: str) -> None:
+    masker = Masker(KEY_A)
+    assert (masker.mask("ip", a) == masker.mask("ip", b)) == (a == b)
+
+
+def test_mask_is_url_safe_without_padding(masker: Masker) -> None:
+    masks = [masker.mask("ip", "x" * n) for n in range(40)]
+    assert all(MASK.fullmatch(m) and "=" not in m for m in masks)
+
+
+# -- rotation -----------------------------------------------------------------
+
+
+def test_old_key_unmasks_old_masks() -> None:
+    old, new = Masker(KEY_A), Masker(KEY_B, [KEY_A])
+    old_mask = old.mask("ip", "1.2.3.4")
+    assert new.unmask("ip", old_mask) == "1.2.3.4"
+    new_mask = new.mask("ip", "1.2.3.4")
+    assert new_mask.startswith(key_id(KEY_B) + ".")
+    assert new_mask == Masker(KEY_B).mask("ip", "1.2.3.4")
+    assert new.is_current(new_mask)
+    assert not new.is_current(old_mask)
+    assert new.key_id == key_id(KEY_B)
+    assert new.old_key_ids == [key_id(KEY_A)]
+
+
+def test_primary_repeated_as_old_key_is_not_listed_twice() -> None:
+    masker = Masker(KEY_A, [KEY_A, KEY_B, KEY_B])
+    assert masker.old_key_ids == [key_id(KEY_B)]
+
+
+def test_without_the_old_key_old_masks_are_unknown() -> None:
+    old_mask = Masker(KEY_A).mask("ip", "1.2.3.4")
+    with pytest.raises(UnknownMaskError):
+        Masker(KEY_B).unmask("ip", old_mask)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    ["", ".", "garbage", "abc.def", "zzzzzzzz.AAAA", "no-dot-here", "\x00", "é.é"],
+)
+def test_unmask_garbage(masker: Masker, mask: str) -> None:
+    with pytest.raises(UnknownMaskError):
+        masker.unmask("ip", mask)
+
+
+def test_unmask_known_key_with_bad_payload(masker: Masker) -> None:
+    good = masker.mask("ip", "1.2.3.4")
+    kid, payload = good.split(".")
+    flipped = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
+    for bad in [f"{kid}.", f"{kid}.A", f"{kid}.AAAA", f"{kid}.{flipped}", f"{kid}.{payload}é"]:
+        with pytest.raises(UnknownMaskError):
+            masker.unmask("ip", bad)
+
+
+def test_unmask_with_the_wrong_field(masker: Masker) -> None:
+    mask = masker.mask("ip", "1.2.3.4")
+    with pytest.raises(UnknownMaskError, match="field 'device_id'"):
+        masker.unmask("device_id", mask)
+
+
+@given(st.text())
+def test_unmask_arbitrary_text_only_raises_unknown_mask(text: str) -> None:
+    masker = Masker(KEY_A)
+    for candidate in (text, f"{masker.key_id}.{text}"):
+        with pytest.raises(UnknownMaskError):
+            masker.unmask("ip", candidate)
+
+
+def test_unknown_mask_is_a_masking_error() -> None:
+    assert issubclass(UnknownMaskError, MaskingError)
+
+
+# -- secrets stay secret ------------------------------------------------------
+
+
+def test_repr_and_str_hide_keys() -> None:
+    masker = Masker(KEY_A, [KEY_B])
+    for text in (repr(masker), str(masker)):
+        for raw in (KEY_A, KEY_B):
+            assert base64.b64encode(raw).decode() not in text
+            assert base64.b64encode(raw).decode()[:16] not in text
+            assert base64.urlsafe_b64encode(raw).decode()[:16] not in text
+            assert raw.hex()[:16] not in text
+            assert repr(raw)[:20] not in text
+        assert key_id(KEY_A) in text  # the public fingerprint is fine
+
+
+# -- sealed bodies --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [b"", b"x", b'{"ip": "1.2.3.4"}', bytes(range(256)) * 40])
+def test_seal_round_trip(masker: Masker, data: bytes) -> None:
+    sealed = masker.seal(data)
+    assert sealed.startswith(masker.key_id + ".")
+    assert masker.open_sealed(sealed) == data
+
+
+@given(st.binary())
+def test_seal_round_trip_any_bytes(data: bytes) -> None:
+    masker = Masker(KEY_A)
+    assert masker.open_sealed(masker.seal(data)) == data
+
+
+def test_seal_is_not_deterministic(masker: Masker) -> None:
+    data = b'{"ip": "1.2.3.4"}'
+    sealed = {masker.seal(data) for _ in range(20)}
+    assert len(sealed) == 20
+    assert all(b"1.2.3.4" not in s.encode() for s in sealed)
+
+
+def test_sealed_with_old_key_opens_after_rotation() -> None:
+    sealed = Masker(KEY_A).seal(b"body")
+    assert Masker(KEY_B, [KEY_A]).open_sealed(sealed) == b"body"
+    with pytest.raises(UnknownMaskError):
+        Masker(KEY_B).open_sealed(sealed)
+
+
+def test_sealed_body_is_not_a_mask(masker: Masker) -> None:
+    sealed = masker.seal(b"1.2.3.4")
+    with pytest.raises(UnknownMaskError):
+        masker.unmask("ip", sealed)
+
+
+def test_open_sealed_tampered(masker: Masker) -> None:
+    kid, payload = masker.seal(b"body").split(".")
+    flipped = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
+    for bad in [f"{kid}.", f"{kid}.A", f"{kid}.{flipped}", f"{kid}.{payload[:10]}"]:
+        with pytest.raises(MaskingError):
+            masker.open_sealed(bad)
+
+
+@given(st.text())
+def test_open_sealed_arbitrary_text_only_raises_masking_error(text: str) -> None:
+    masker = Masker(KEY_A)
+    for candidate in (text, f"{masker.key_id}.{text}"):
+        with pytest.raises(MaskingError):
+            masker.open_sealed(candidate)
+
+
+def test_decode_key_accepts_unpadded_urlsafe_base64() -> None:
+    unpadded = base64.urlsafe_b64encode(KEY_A).decode().rstrip("=")
+    assert "=" not in unpadded and decode_key(unpadded) == KEY_A

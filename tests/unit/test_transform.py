@@ -1,0 +1,153 @@
+"""transform: one message to one masked Row or one sealed Rejection."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from login_etl.masking import MASK_MAX_CHARS, Masker
+from login_etl.transform import Message, Rejection, Row, open_body, reject, seal_body, transform
+from tests.unit.helpers import KEY_A, RECORD, record_body
+
+SENT = datetime(2024, 5, 1, 23, 59, tzinfo=UTC)
+
+
+def message(body: str, message_id: str = "m-1", receive_count: int = 1) -> Message:
+    return Message(message_id, "receipt-1", body, SENT, receive_count)
+
+
+def test_valid_message_becomes_masked_row(masker: Masker) -> None:
+    row = transform(message(record_body(), "m-42"), masker)
+    assert isinstance(row, Row)
+    assert row.message_id == "m-42"
+    assert row.user_id == RECORD["user_id"]
+    assert row.device_type == "android"
+    assert row.locale == "RU"
+    assert row.app_version == 2
+    assert row.create_date == date(2024, 5, 1)
+    assert row.sent_at == SENT
+    assert masker.unmask("ip", row.masked_ip) == RECORD["ip"]
+    assert masker.unmask("device_id", row.masked_device_id) == RECORD["device_id"]
+    assert row.masked_ip == masker.mask("ip", RECORD["ip"])
+    # no plaintext PII anywhere in the row
+    text = repr(row)
+    assert RECORD["ip"] not in text and RECORD["device_id"] not in text
+
+
+def test_same_ip_in_two_messages_masks_equal(masker: Masker) -> None:
+    a = transform(message(record_body(user_id="a"), "m-1"), masker)
+    b = transform(message(record_body(user_id="b", device_id="other"), "m-2"), masker)
+    assert isinstance(a, Row) and isinstance(b, Row)
+    assert a.masked_ip == b.masked_ip
+    assert a.masked_device_id != b.masked_device_id
+
+
+def test_null_locale_row(masker: Masker) -> None:
+    row = transform(message(record_body(locale=None)), masker)
+    assert isinstance(row, Row)
+    assert row.locale is None
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"foo": "oops_wrong_msg_type", "bar": "123"}', "missing_field:user_id"),
+        ("not json", "invalid_json"),
+        ("", "invalid_json"),
+        ("[1]", "not_an_object"),
+        (record_body(app_version="beta"), "invalid_app_version"),
+        (record_body(user_id="u" * 129), "too_long:user_id"),
+        (record_body(ip="a\ud800"), "invalid_unicode:ip"),
+    ],
+)
+def test_invalid_message_becomes_sealed_rejection(masker: Masker, body: str, reason: str) -> None:
+    rejection = transform(message(body, "m-7", receive_count=3), masker)
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == reason
+    assert rejection.message_id == "m-7"
+    assert rejection.receive_count == 3
+    assert rejection.sent_at == SENT
+    assert open_body(masker, rejection.sealed_body) == body
+    assert rejection.sealed_body.startswith(masker.key_id + ".")
+    if len(body) > 8:
+        assert body not in rejection.sealed_body
+
+
+def test_body_with_raw_lone_surrogate_round_trips(masker: Masker) -> None:
+    # not a JSON escape: the decoded string itself carries the surrogate
+    body = '{"user_id": "\ud800"'
+    rejection = transform(message(body), masker)
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == "invalid_json"
+    assert open_body(masker, rejection.sealed_body) == body
+
+
+@given(st.text())
+def test_seal_body_round_trip_any_text(body: str) -> None:
+    masker = Masker(KEY_A)
+    assert open_body(masker, seal_body(masker, body)) == body
+
+
+@given(st.text())
+def test_transform_never_raises(body: str) -> None:
+    masker = Masker(KEY_A)
+    out = transform(message(body), masker)
+    assert isinstance(out, Row | Rejection)
+    if isinstance(out, Rejection):
+        assert open_body(masker, out.sealed_body) == body
+
+
+def _longest_ok_value() -> int:
+    masker = Masker(KEY_A)
+    n = 1
+    while len(masker.mask("ip", "1" * (n + 1))) <= MASK_MAX_CHARS:
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("field", ["ip", "device_id"])
+def test_mask_too_long(masker: Masker, field: str) -> None:
+    limit = _longest_ok_value()
+    ok = transform(message(record_body(**{field: "1" * limit})), masker)
+    assert isinstance(ok, Row)
+    assert len(getattr(ok, f"masked_{field}")) <= MASK_MAX_CHARS
+    too_long = transform(message(record_body(**{field: "1" * (limit + 1)})), masker)
+    assert isinstance(too_long, Rejection)
+    assert too_long.reason == f"mask_too_long:{field}"
+    assert json.loads(open_body(masker, too_long.sealed_body))[field] == "1" * (limit + 1)
+
+
+def test_two_hundred_char_ip_is_rejected(masker: Masker) -> None:
+    out = transform(message(record_body(ip="1" * 200)), masker)
+    assert isinstance(out, Rejection)
+    assert out.reason == "mask_too_long:ip"
+
+
+def test_reject_builds_rejection(masker: Masker) -> None:
+    msg = message(record_body(), "m-9", receive_count=2)
+    rejection = reject(msg, "db_error:whatever", masker)
+    assert (rejection.message_id, rejection.reason, rejection.receive_count) == (
+        "m-9",
+        "db_error:whatever",
+        2,
+    )
+    assert open_body(masker, rejection.sealed_body) == msg.body
+
+
+def test_message_repr_hides_body() -> None:
+    msg = message(record_body(), "m-5")
+    text = repr(msg) + str(msg)
+    assert "m-5" in text
+    for secret in (RECORD["ip"], RECORD["device_id"], RECORD["user_id"]):
+        assert secret not in text
+
+
+def test_rejection_holds_no_plaintext(masker: Masker) -> None:
+    out = transform(message(record_body(app_version="beta")), masker)
+    assert isinstance(out, Rejection)
+    text = repr(out)
+    assert RECORD["ip"] not in text and RECORD["device_id"] not in text
