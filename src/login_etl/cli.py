@@ -6,6 +6,7 @@ Errors print one line; bad configuration exits 2, other failures exit 1.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,15 @@ class Group(click.Group):
             raise BadConfig(str(exc)) from None
         except LoginEtlError as exc:
             raise Failure(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            # An unforeseen error: name it, but print no message text, which
+            # could quote data. The traceback goes to the debug log.
+            logging.getLogger("login_etl").debug("unexpected error", exc_info=True)
+            state = getattr(exc, "sqlstate", None)
+            detail = f" (SQLSTATE {state})" if state else ""
+            raise Failure(f"unexpected {type(exc).__name__}{detail}") from None
 
 
 def _metavar(default: str | None) -> str:
@@ -229,8 +239,13 @@ def rejects() -> None:
 
 @rejects.command("list")
 @settings_options("database_url", "masking_key", "masking_old_keys")
-@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
-              help="How many recent rejections to show.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="How many recent rejections to show.",
+)
 @click.option("--reason", help="Only this reason.")
 @click.option("--show-bodies", is_flag=True, help="Decrypt and show bodies (needs the key).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -260,8 +275,11 @@ def rejects_replay(reason: str | None, **flags: Any) -> None:
 
 @cli.command()
 @settings_options("queue_url", "database_url")
-@click.option("--retention", type=click.IntRange(min=60),
-              help="Queue retention in seconds (default: read from the queue).")
+@click.option(
+    "--retention",
+    type=click.IntRange(min=60),
+    help="Queue retention in seconds (default: read from the queue).",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be pruned.")
 def prune(retention: int | None, dry_run: bool, **flags: Any) -> None:
     """Forget ledger entries older than the queue's retention period (plus a day)."""

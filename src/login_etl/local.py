@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from login_etl.errors import LocalServiceError
 
@@ -75,7 +75,30 @@ def _run_as() -> dict[str, Any]:
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
-class LocalPostgres:
+class _Service:
+    """start() / close(), usable as a context manager."""
+
+    def start(self) -> Self:
+        """Start the service."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the service and remove what it wrote."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LocalPostgres(_Service):
     """A private PostgreSQL server on a free loopback port."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -143,19 +166,8 @@ class LocalPostgres:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> LocalPostgres:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class LocalSqs:
+class LocalSqs(_Service):
     """moto's SQS server on a free loopback port (a real HTTP endpoint)."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -197,17 +209,6 @@ class LocalSqs:
     def close(self) -> None:
         """Stop the server."""
         self.stop()
-
-    def __enter__(self) -> LocalSqs:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def local_aws_env(endpoint: str) -> dict[str, str]:

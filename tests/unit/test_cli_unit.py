@@ -243,3 +243,18 @@ def test_seed_file_without_queue(tmp_path: Path) -> None:
     path.write_text('[{"a": 1}]')
     result = invoke(["seed", str(path)])
     assert_one_line_error(result, 2, "no queue")
+
+
+def test_unexpected_error_is_one_line_without_its_message(monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from login_etl import cli as cli_module
+
+    def explode(settings):
+        raise RuntimeError("value 203.0.113.7 leaked")
+
+    monkeypatch.setattr(cli_module.service, "init_db", explode)
+    result = CliRunner().invoke(cli_module.cli, ["init-db"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "login-etl: error: unexpected RuntimeError"
+    assert "203.0.113.7" not in result.output
