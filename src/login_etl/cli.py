@@ -190,6 +190,7 @@ def seed(file: Path | None, count: int | None, random_seed: int | None, **flags:
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
+    metavar="N",
     help="Generate N events (ignored with --file).",
 )
 @click.option("--random-seed", type=int, help="Seed for the generator (repeatable runs).")
@@ -200,7 +201,12 @@ def seed(file: Path | None, count: int | None, random_seed: int | None, **flags:
 )
 @click.option("--keep", is_flag=True, help="Keep PostgreSQL and the queue up until Ctrl-C.")
 @click.option(
-    "--concurrency", type=click.IntRange(1, 64), default=2, show_default=True, help="Receivers."
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    metavar="N",
+    help="Receiver threads.",
 )
 def demo(
     count: int, random_seed: int | None, file: Path | None, keep: bool, concurrency: int

@@ -298,7 +298,7 @@ def _show_summary(console: Console, outcome: Outcome) -> None:
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_row("messages sent", f"{outcome.sent:,}")
-    table.add_row("received", f"{snap['received']:,}")
+    table.add_row("received (SQS deliveries, repeats included)", f"{snap['received']:,}")
     table.add_row("loaded", f"{snap['loaded']:,}", style="green")
     table.add_row("rejected", f"{snap['rejected']:,}", style="yellow")
     for reason, n in sorted(snap["reasons"].items(), key=lambda kv: (-kv[1], kv[0])):

@@ -177,7 +177,9 @@ class PostgresSink:
         return WriteResult(
             loaded=loaded,
             rejected=len(fresh),
-            duplicates=(len(rows) - loaded - len(refused)) + (len(rejections) - len(fresh)),
+            # Everything handed in that neither loaded nor was newly rejected was
+            # already ledgered, or a second copy of a message within this batch.
+            duplicates=len(batch.rows) + len(batch.rejections) - loaded - len(fresh),
             reasons=count_reasons(fresh),
         )
 

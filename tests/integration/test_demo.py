@@ -34,7 +34,7 @@ from login_etl.seed import read_records, synthetic
 
 _SUMMARY_LABELS = {
     "sent": "messages sent",
-    "received": "received",
+    "received": "received (SQS deliveries, repeats included)",
     "loaded": "loaded",
     "rejected": "rejected",
     "duplicates": "redeliveries skipped (duplicates)",

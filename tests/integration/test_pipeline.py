@@ -17,7 +17,9 @@ from login_etl.metrics import Stats
 from login_etl.pipeline import Pipeline
 from login_etl.postgres import PostgresSink
 from login_etl.service import init_db
+from login_etl.sink import Batch
 from login_etl.sqs import SqsSource
+from login_etl.transform import Message, reject, transform
 
 from .helpers import cli, dump_text, query, scalar
 
@@ -295,3 +297,24 @@ def test_sns_envelope_and_json_logs(etl_env, sqs_client) -> None:
     batch = [line for line in lines if line["msg"] == "batch committed"]
     assert batch and batch[0]["loaded"] == 1
     assert "10.0.0.7" not in logs
+
+
+def test_two_copies_of_one_message_in_a_batch_load_once(etl_env) -> None:
+    settings = Settings.load()
+    init_db(settings)
+    masker = settings.masker()
+    sent = datetime.now(UTC)
+    copies = [Message("same-id", f"receipt-{i}", event(1), sent) for i in range(2)]
+    bad = [Message("bad-id", f"receipt-{i}", "not json", sent) for i in range(2)]
+    rows = [transform(m, masker) for m in copies]
+    rejections = [transform(m, masker) for m in bad]
+    sink = PostgresSink(etl_env.database_url)
+    try:
+        result = sink.write(Batch(rows, rejections, lambda mid, why: reject(bad[0], why, masker)))
+        again = sink.write(Batch(rows, rejections, lambda mid, why: reject(bad[0], why, masker)))
+    finally:
+        sink.close()
+    assert (result.loaded, result.rejected, result.duplicates) == (1, 1, 2)
+    assert (again.loaded, again.rejected, again.duplicates) == (0, 0, 4)
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 1
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins_rejected") == 1
