@@ -131,10 +131,6 @@ class Pipeline:
             if self._quota is not None:
                 self._quota += n
 
-    def _quota_spent(self) -> bool:
-        with self._lock:
-            return self._quota is not None and self._quota <= 0
-
     def _receive_loop(self) -> None:
         try:
             self._receive_until_done()
@@ -370,16 +366,23 @@ class Pipeline:
     # -- heartbeat -------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        period = max(0.5, self._visibility / 4)
-        while not self._stopping.wait(period):
+        # A message is extended at most a third plus a tick (half the timeout) after
+        # its last extension: the other half is slack for slow rounds of SQS calls.
+        # Fixed-rate ticks, so a slow round does not push the next one back.
+        period = max(0.2, self._visibility / 6)
+        next_tick = time.monotonic()
+        while True:
+            next_tick = max(next_tick + period, time.monotonic())
+            if self._stopping.wait(next_tick - time.monotonic()):
+                return
             self._extend_due()
 
     def _extend_due(self) -> None:
-        """Extend messages held longer than half the visibility timeout."""
+        """Extend messages held longer than a third of the visibility timeout."""
         now = time.monotonic()
-        half = self._visibility / 2
+        due_age = self._visibility / 3
         with self._lock:
-            due = [m for m, since in self._in_hand.values() if now - since >= half]
+            due = [m for m, since in self._in_hand.values() if now - since >= due_age]
         if not due:
             return
         try:

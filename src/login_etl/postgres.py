@@ -151,12 +151,14 @@ class PostgresSink:
         with self._guard() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(query("durable_commit"))
                     cur.execute(query("staging"))
                     loaded = self._load(cur, rows, isolate=False)
                     return self._finish(cur, rows, loaded, [], batch)
             except _RowError:
                 log.warning("a batch hit a row-level database error; isolating the bad rows")
             with conn.transaction(), conn.cursor() as cur:
+                cur.execute(query("durable_commit"))
                 cur.execute(query("staging"))
                 refused: list[tuple[Row, str]] = []
                 loaded = self._bisect(conn, cur, rows, refused)

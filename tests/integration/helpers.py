@@ -8,6 +8,19 @@ from typing import Any
 
 import psycopg
 
+# The brief's DDL, exactly: the analysts' table as it may already exist.
+USER_LOGINS_DDL = """
+CREATE TABLE IF NOT EXISTS user_logins(
+    user_id             varchar(128),
+    device_type         varchar(32),
+    masked_ip           varchar(256),
+    masked_device_id    varchar(256),
+    locale              varchar(32),
+    app_version         integer,
+    create_date         date
+);
+"""
+
 
 def cli(
     env: dict[str, str], *args: str, timeout: float = 120, **kw: Any

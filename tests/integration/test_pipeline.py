@@ -21,19 +21,8 @@ from login_etl.sink import Batch
 from login_etl.sqs import SqsSource
 from login_etl.transform import Message, reject, transform
 
+from .helpers import USER_LOGINS_DDL as DDL
 from .helpers import cli, dump_text, query, scalar
-
-DDL = """
-CREATE TABLE IF NOT EXISTS user_logins(
-    user_id             varchar(128),
-    device_type         varchar(32),
-    masked_ip           varchar(256),
-    masked_device_id    varchar(256),
-    locale              varchar(32),
-    app_version         integer,
-    create_date         date
-);
-"""
 
 
 def event(i: int, **over: Any) -> str:
