@@ -80,7 +80,7 @@ def bench_postgres(bodies: list[str], masker: Masker) -> tuple[float, float]:
     import psycopg
 
     from login_etl.local import LocalPostgres
-    from login_etl.postgres import PostgresSink, init_schema
+    from login_etl.postgres import PostgresSink, init_schema, staging_tuple
 
     messages = [Message(f"m{i}", "r", b, SENT) for i, b in enumerate(bodies)]
     rows = [r for r in (transform(m, masker) for m in messages) if isinstance(r, Row)]
@@ -99,17 +99,7 @@ def bench_postgres(bodies: list[str], masker: Masker) -> tuple[float, float]:
                         ["varchar", "varchar", "varchar", "varchar", "varchar", "int4", "date"]
                     )
                     for r in rows:
-                        copy.write_row(
-                            (
-                                r.user_id,
-                                r.device_type,
-                                r.masked_ip,
-                                r.masked_device_id,
-                                r.locale,
-                                r.app_version,
-                                r.create_date,
-                            )
-                        )
+                        copy.write_row(staging_tuple(r)[1:8])  # the user_logins columns
 
             raw = _rate(len(rows), limit)
         sink = PostgresSink(pg.url)

@@ -99,7 +99,8 @@ def init_schema(conn: psycopg.Connection[Any]) -> None:
         cur.execute(query("schema"))
 
 
-def _row_tuple(r: Row) -> tuple[Any, ...]:
+def staging_tuple(r: Row) -> tuple[Any, ...]:
+    """A row as the staging table's columns: message_id, the 7 user_logins columns, sent_at."""
     return (
         r.message_id,
         r.user_id,
@@ -192,7 +193,7 @@ class PostgresSink:
             with cur.copy(query("copy_staging")) as copy:
                 copy.set_types(_STAGING_TYPES)
                 for row in rows:
-                    copy.write_row(_row_tuple(row))
+                    copy.write_row(staging_tuple(row))
             cur.execute(query("load_rows"))
             loaded = cur.rowcount
             if isolate:

@@ -26,21 +26,15 @@ _counter = itertools.count()
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[LocalPostgres]:
     """A throwaway PostgreSQL server for the whole session."""
-    server = LocalPostgres().start()
-    try:
+    with LocalPostgres() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="session")
 def sqs_server() -> Iterator[LocalSqs]:
     """moto's SQS server over HTTP for the whole session."""
-    server = LocalSqs().start()
-    try:
+    with LocalSqs() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -235,11 +235,8 @@ def drain(env: dict[str, str], *extra: str, timeout: float = 120) -> str:
 @pytest.fixture
 def own_pg() -> Iterator[LocalPostgres]:
     """A PostgreSQL server of this test's own, free to stop and restart."""
-    server = LocalPostgres().start()
-    try:
+    with LocalPostgres() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
@@ -255,11 +252,8 @@ def own_pg_env(own_pg: LocalPostgres, queue_url: str, aws_env: dict[str, str]) -
 @pytest.fixture
 def own_sqs() -> Iterator[LocalSqs]:
     """A moto SQS server of this test's own, free to stop and restart (in this process)."""
-    server = LocalSqs().start()
-    try:
+    with LocalSqs() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
