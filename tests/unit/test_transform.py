@@ -151,3 +151,40 @@ def test_rejection_holds_no_plaintext(masker: Masker) -> None:
     assert isinstance(out, Rejection)
     text = repr(out)
     assert RECORD["ip"] not in text and RECORD["device_id"] not in text
+
+
+# Text with lone surrogates, NULs and control characters, sometimes huge.
+hostile_text = st.one_of(
+    st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40),
+    st.text(alphabet=st.characters(max_codepoint=0x20), max_size=10),
+    st.integers(min_value=100, max_value=5000).map(lambda n: "x" * n),
+)
+hostile_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | hostile_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(hostile_text, inner, max_size=4),
+    max_leaves=20,
+)
+hostile_record = st.fixed_dictionaries(
+    {},
+    optional={
+        f: st.one_of(hostile_text, hostile_json)
+        for f in ("user_id", "device_type", "ip", "device_id", "app_version", "locale", "device")
+    },
+)
+
+
+@given(st.one_of(hostile_json, hostile_record))
+def test_full_transform_of_hostile_json_is_a_row_or_a_rejection(value) -> None:
+    masker = Masker(KEY_A)
+    body = json.dumps(value)  # escapes lone surrogates as \\udXXX, as SQS bodies may carry
+    out = transform(message(body), masker)
+    assert isinstance(out, Row | Rejection)
+    if isinstance(out, Row):
+        doc = json.loads(body)
+        assert masker.unmask("ip", out.masked_ip) == doc["ip"]
+        assert masker.unmask("device_id", out.masked_device_id) == doc["device_id"]
+        assert len(out.masked_ip) <= MASK_MAX_CHARS and len(out.user_id) <= 128
+        assert "\x00" not in out.user_id
+    else:
+        assert out.reason and out.reason != "internal_error"
+        assert open_body(masker, out.sealed_body) == body
