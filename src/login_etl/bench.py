@@ -9,7 +9,9 @@ underlying work without login-etl in the way, measured seconds apart:
 * sqs         — a full drain (receive → load → delete) vs bare boto3 receive+delete
                 of the same number of messages at the same queue depth.
 
-Ratios near 1.0 mean login-etl adds little over the limit. Numbers are noisy
+``--sqs-endpoint URL`` drains through another endpoint (LocalStack) instead of
+the embedded moto server, whose cost grows with queue depth. Ratios near 1.0
+mean login-etl adds little over the limit. Numbers are noisy
 on a shared 2-core machine; run it twice before believing a change.
 """
 
@@ -20,6 +22,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack, closing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,31 +120,51 @@ def bench_postgres(bodies: list[str], masker: Masker) -> tuple[float, float]:
     return mine, raw
 
 
-def bench_sqs(count: int, masker: Masker) -> tuple[float, float]:
-    """(ours, limit) in messages per second on moto's SQS over HTTP."""
+def bench_sqs(
+    count: int, masker: Masker, *, endpoint: str | None = None, concurrency: int = 4
+) -> tuple[float, float]:
+    """(ours, limit) in messages per second over SQS's HTTP API.
+
+    The limit is `concurrency` bare receive+delete loops sharing the same
+    queue depth; ours is a full drain into PostgreSQL with as many receivers.
+    Without `endpoint` it runs on an embedded moto server, whose cost grows
+    with queue depth (keep `count` small); give LocalStack's URL for more.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     import boto3
+    import psycopg
 
     from login_etl.local import LocalPostgres, LocalSqs, local_aws_env
     from login_etl.postgres import PostgresSink, init_schema
     from login_etl.sqs import SqsSource
 
-    with LocalSqs() as sqs, LocalPostgres() as pg:
-        os.environ.update(local_aws_env(sqs.endpoint))
+    with ExitStack() as stack:
+        if endpoint is None:
+            endpoint = stack.enter_context(LocalSqs()).endpoint
+        pg = stack.enter_context(LocalPostgres())
+        os.environ.update(local_aws_env(endpoint))
         client = boto3.client("sqs")
-        source_bodies = synthetic(count, 1)
+        bodies = synthetic(count, 1)
+        run_id = f"{os.getpid()}-{int(time.time())}"
 
         def fill(name: str) -> str:
-            url: str = client.create_queue(QueueName=name)["QueueUrl"]
-            SqsSource(url, client=client).send_bodies(source_bodies)
+            url: str = client.create_queue(QueueName=f"{name}-{run_id}")["QueueUrl"]
+            SqsSource(url, client=client).send_bodies(bodies)
             return url
 
         bare_url = fill("bench-bare")
+        left = [count]
+        lock = threading.Lock()
 
-        def limit() -> None:
-            left = count
-            while left > 0:
+        def bare_loop() -> None:
+            while True:
+                with lock:
+                    if left[0] <= 0:
+                        return
                 got = client.receive_message(
-                    QueueUrl=bare_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+                    QueueUrl=bare_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
                 ).get("Messages", [])
                 if got:
                     client.delete_message_batch(
@@ -151,20 +174,23 @@ def bench_sqs(count: int, masker: Masker) -> tuple[float, float]:
                             for i, m in enumerate(got)
                         ],
                     )
-                left -= len(got)
+                with lock:
+                    left[0] -= len(got)
+
+        def limit() -> None:
+            with ThreadPoolExecutor(concurrency) as pool:
+                for future in [pool.submit(bare_loop) for _ in range(concurrency)]:
+                    future.result()
 
         raw = _rate(count, limit)
         url = fill("bench-ours")
-        import psycopg
-
         with psycopg.connect(pg.url, autocommit=True) as conn:
             init_schema(conn)
-        sink = PostgresSink(pg.url)
-        options = Options(concurrency=4, batch_size=500, batch_wait=0.2, wait_seconds=1, drain=True)
-        try:
-            mine = _rate(count, Pipeline(SqsSource(url, client=client), sink, masker, options).run)
-        finally:
-            sink.close()
+        sink = stack.enter_context(closing(PostgresSink(pg.url)))
+        options = Options(
+            concurrency=concurrency, batch_size=500, batch_wait=0.2, wait_seconds=1, drain=True
+        )
+        mine = _rate(count, Pipeline(SqsSource(url, client=client), sink, masker, options).run)
     return mine, raw
 
 
@@ -173,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m login_etl.bench", description=__doc__)
     parser.add_argument("--events", type=int, default=50_000, help="events for in-process stages")
     parser.add_argument("--sqs-messages", type=int, default=300, help="messages for the SQS stage")
+    parser.add_argument(
+        "--sqs-endpoint", help="an SQS endpoint such as LocalStack's (default: embedded moto)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -184,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     results["pipeline"] = {"ours": bench_pipeline(bodies, masker), "limit": ours}
     ours, limit = bench_postgres(bodies, masker)
     results["postgres"] = {"ours": ours, "limit": limit}
-    ours, limit = bench_sqs(args.sqs_messages, masker)
+    ours, limit = bench_sqs(args.sqs_messages, masker, endpoint=args.sqs_endpoint)
     results["sqs"] = {"ours": ours, "limit": limit}
     for r in results.values():
         r["ratio"] = r["ours"] / r["limit"]
