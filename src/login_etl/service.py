@@ -50,11 +50,11 @@ def _stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        log.info(
-            "signal received, finishing the batch in hand", extra={"fields": {"signal": signum}}
-        )
+        # Only set flags: logging here could deadlock on the logging lock.
+        received.append(signum)
         pipeline.stop()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -63,6 +63,12 @@ def _stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        if received:
+            name = signal.Signals(received[0]).name
+            log.info(
+                "signal received, stopped after the batch in hand",
+                extra={"fields": {"signal": name}},
+            )
 
 
 def run(
