@@ -61,7 +61,6 @@ QUEUE_NAME = "login-queue"
 # drain) mode and is stopped once every message sent has been committed, so an
 # empty moment between two sends can never end the run early.
 QUEUE_WINDOW = 100
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -148,9 +147,9 @@ def demo_bodies(options: DemoOptions) -> list[str]:
 def run(console: Console, options: DemoOptions) -> int:
     """Run the demo, rendering to `console`; return the process exit code.
 
-    0 when it completed (with ``keep``: when Ctrl-C ended it), 130 when
-    Ctrl-C or SIGTERM interrupted the run. Every process and temporary
-    directory it started is gone when it returns.
+    0 when it completed, and also when Ctrl-C or SIGTERM ended it: stopping a
+    demo is a normal way to finish it. Every process and temporary directory
+    it started is gone when it returns.
     """
     bodies = demo_bodies(options)  # a bad --file fails before anything starts
     stack = ExitStack()
@@ -159,7 +158,7 @@ def run(console: Console, options: DemoOptions) -> int:
             return _run(console, options, bodies, stack)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] stopping everything the demo started")
-        return EXIT_INTERRUPTED
+        return 0
     finally:
         # A second Ctrl-C must not leave a server behind; cleaning up takes ~0.5 s.
         with _signal_handlers(signal.SIG_IGN, signal.SIGINT, signal.SIGTERM):
