@@ -295,6 +295,16 @@ def prune(retention: int | None, dry_run: bool, **flags: Any) -> None:
     click.echo(f"{verb} {n} ledger entries (retention {secs}s + margin)")
 
 
+@cli.command()
+@settings_options("database_url", "masking_key", "masking_old_keys")
+def rekey(**flags: Any) -> None:
+    """After a key rotation: rewrite old masks and sealed bodies with the primary key."""
+    result = service.rekey_masks(load(flags, "database_url", "masking_key", "masking_old_keys"))
+    click.echo(f"rewrote {result.rows} rows and {result.bodies} rejected bodies")
+    if result.unreadable:
+        raise Failure(f"{result.unreadable} values were made by no known key and were left as is")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="login-etl")

@@ -21,6 +21,7 @@ from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.pipeline import Pipeline
 from login_etl.postgres import PostgresSink, init_schema, session
+from login_etl.rekey import RekeyResult, rekey
 from login_etl.retry import call_with_retry
 from login_etl.sqs import SqsSource
 
@@ -161,3 +162,10 @@ def prune_ledger(settings: Settings, *, retention: int | None, dry_run: bool) ->
         retention = source_for(settings).info().retention_seconds
     with session(settings.database_url) as conn:
         return ledger.prune(conn, retention, dry_run=dry_run), retention
+
+
+def rekey_masks(settings: Settings) -> RekeyResult:
+    """Rewrite masks and sealed bodies made by older keys with the primary key."""
+    masker = settings.masker()
+    with session(settings.database_url) as conn:
+        return rekey(conn, masker)

@@ -1,0 +1,83 @@
+"""Key rotation's last step: rewrite masks made by older keys with the primary key.
+
+Masks are equal only under one key, so after a rotation duplicates across
+the old and new keys stay hidden until the old masks are rewritten. `rekey`
+unmasks each old mask with the old key (from ``LOGIN_ETL_MASKING_OLD_KEYS``)
+and masks it again with the primary key, a page per transaction, with rows
+locked (``FOR UPDATE SKIP LOCKED``) so workers keep loading meanwhile. Sealed
+rejection bodies are resealed too, after which the old key can be retired.
+A mask no known key made is left as it is and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from login_etl.errors import MaskingError
+from login_etl.masking import Masker
+from login_etl.sqlfiles import query
+
+
+@dataclass
+class RekeyResult:
+    """What a rekey pass rewrote, and what it could not read."""
+
+    rows: int = 0
+    bodies: int = 0
+    unreadable: int = 0
+
+
+def _remask(masker: Masker, field: str, mask: str | None) -> str | None:
+    if mask is None or masker.is_current(mask):
+        return mask
+    return masker.mask(field, masker.unmask(field, mask))
+
+
+def rekey(conn: psycopg.Connection[Any], masker: Masker, *, page: int = 1000) -> RekeyResult:
+    """Rewrite every mask and sealed body not made by the primary key."""
+    result = RekeyResult()
+    prefix = f"{masker.key_id}.%"
+    after = "(0,0)"
+    while True:
+        with conn.transaction():
+            rows = conn.execute(
+                query("rekey_select"), {"after": after, "prefix": prefix, "limit": page}
+            ).fetchall()
+            for ctid, masked_ip, masked_device_id in rows:
+                try:
+                    params = {
+                        "ctid": ctid,
+                        "masked_ip": _remask(masker, "ip", masked_ip),
+                        "masked_device_id": _remask(masker, "device_id", masked_device_id),
+                    }
+                except MaskingError:
+                    result.unreadable += 1
+                    continue
+                conn.execute(query("rekey_update"), params)
+                result.rows += 1
+        if len(rows) < page:
+            break
+        after = rows[-1][0]
+    after = ""
+    while True:
+        with conn.transaction():
+            bodies = conn.execute(
+                query("rekey_bodies_select"), {"after": after, "prefix": prefix, "limit": page}
+            ).fetchall()
+            for message_id, sealed in bodies:
+                try:
+                    resealed = masker.seal(masker.open_sealed(sealed))
+                except MaskingError:
+                    result.unreadable += 1
+                    continue
+                conn.execute(
+                    query("rekey_bodies_update"),
+                    {"message_id": message_id, "sealed_body": resealed},
+                )
+                result.bodies += 1
+        if len(bodies) < page:
+            return result
+        after = bodies[-1][0]
