@@ -35,7 +35,7 @@ from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.transform import open_body
 
 from .conftest import Env
-from .helpers import USER_LOGINS_DDL, cli, query, scalar
+from .helpers import USER_LOGINS_DDL, assert_queue_empties, cli, query, scalar
 
 # -- test data ----------------------------------------------------------------
 
@@ -341,7 +341,7 @@ def test_kill_9_cycles_lose_and_duplicate_nothing(etl_env, sqs_client, workers) 
     loaded_by_killed = done_count(etl_env.database_url)
     log = drain(env, "--batch-size", "50")
     assert_exactly_once(etl_env, batch)
-    assert depth(sqs_client, etl_env.queue_url) == (0, 0)
+    assert_queue_empties(sqs_client, etl_env.queue_url, env)
     stats = stats_line(log)
     assert stats["loaded"] + stats["rejected"] == len(batch.bodies) - loaded_by_killed
     print(
@@ -379,7 +379,7 @@ def test_postgres_restart_mid_run_loses_nothing(own_pg, own_pg_env, sqs_client, 
     assert "Traceback" not in worker.log
     drain(env.vars())  # nothing is left for a second worker
     assert_exactly_once(env, before + during)
-    assert depth(sqs_client, env.queue_url) == (0, 0)
+    assert_queue_empties(sqs_client, env.queue_url, env.vars())
 
 
 @pytest.mark.timeout(240)
@@ -414,7 +414,7 @@ def test_outage_longer_than_max_retry_time_exits_with_one_line(
     wait_for(lambda: depth(sqs_client, env.queue_url) == (left, 0), 20, "visibility")
     drain(env.vars())
     assert_exactly_once(env, before + during)
-    assert depth(sqs_client, env.queue_url) == (0, 0)
+    assert_queue_empties(sqs_client, env.queue_url, env.vars())
 
 
 @pytest.mark.timeout(120)
@@ -452,7 +452,7 @@ def test_sqs_unreachable_at_start_then_back(own_sqs, own_sqs_env, workers) -> No
     assert worker.wait(120) == 0, worker.log[-3000:]
     assert "SQS failed, retrying" in worker.log
     assert_exactly_once(env, batch)
-    assert depth(client, env.queue_url) == (0, 0)
+    assert_queue_empties(client, env.queue_url, env.vars())
 
 
 @pytest.mark.timeout(240)
@@ -476,7 +476,7 @@ def test_sqs_outage_mid_run_loads_everything_once(own_sqs, own_sqs_env, workers)
     wait_for(lambda: depth(client, env.queue_url)[1] == 0, 30, "in-flight messages")
     drain(env.vars())
     assert_exactly_once(env, batch)
-    assert depth(client, env.queue_url) == (0, 0)
+    assert_queue_empties(client, env.queue_url, env.vars())
 
 
 # -- 5. graceful shutdown -----------------------------------------------------------
@@ -530,7 +530,7 @@ def test_signal_hands_back_held_messages(etl_env, sqs_client, workers, signum) -
     rest = stats_line(drain(etl_env.vars()))
     assert rest["loaded"] + rest["rejected"] == visible
     assert_exactly_once(etl_env, batch)
-    assert depth(sqs_client, etl_env.queue_url) == (0, 0)
+    assert_queue_empties(sqs_client, etl_env.queue_url, etl_env.vars())
 
 
 # -- 6. visibility heartbeat ------------------------------------------------------
@@ -552,4 +552,4 @@ def test_heartbeat_keeps_a_slow_batch_invisible(etl_env, sqs_client) -> None:
     stats = stats_line(log)
     assert stats["duplicates"] == 0 and stats["received"] == len(batch.bodies), stats
     assert_exactly_once(etl_env, batch)
-    assert depth(sqs_client, etl_env.queue_url) == (0, 0)
+    assert_queue_empties(sqs_client, etl_env.queue_url, etl_env.vars())

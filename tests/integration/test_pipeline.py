@@ -22,7 +22,7 @@ from login_etl.sqs import SqsSource
 from login_etl.transform import Message, reject, transform
 
 from .helpers import USER_LOGINS_DDL as DDL
-from .helpers import cli, dump_text, query, scalar
+from .helpers import assert_queue_empties, cli, dump_text, query, scalar
 
 
 def event(i: int, **over: Any) -> str:
@@ -66,16 +66,6 @@ def drain(env, *extra: str) -> str:
     return done.stderr
 
 
-def visible(client: Any, queue_url: str) -> int:
-    attrs = client.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 def test_sample_loads_99_rows_and_1_rejection(etl_env, sample_path: Path, sqs_client) -> None:
     seeded = cli(etl_env.vars(), "seed", str(sample_path))
     assert seeded.returncode == 0, seeded.stderr
@@ -105,7 +95,7 @@ def test_sample_loads_99_rows_and_1_rejection(etl_env, sample_path: Path, sqs_cl
     assert sum(1 for r in rows if r[4] is None) == sum(1 for r in good if r["locale"] is None)
     rejected = query(etl_env.database_url, "SELECT reason FROM user_logins_rejected")
     assert rejected == [("missing_field:user_id",)]
-    assert visible(sqs_client, etl_env.queue_url) == 0
+    assert_queue_empties(sqs_client, etl_env.queue_url, etl_env.vars())
 
     # No plaintext PII anywhere in the database or the logs.
     everything = dump_text(etl_env.database_url)
@@ -132,7 +122,7 @@ def test_redelivered_message_never_loads_twice(etl_env, sqs_client) -> None:
     loaded_first = 5 - stats.loaded
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 5
     assert stats.duplicates == loaded_first > 0
-    assert visible(sqs_client, etl_env.queue_url) == 0
+    assert_queue_empties(sqs_client, etl_env.queue_url, etl_env.vars())
 
 
 def test_crash_between_commit_and_delete_then_rerun(etl_env, sqs_client) -> None:
@@ -152,7 +142,7 @@ def test_crash_between_commit_and_delete_then_rerun(etl_env, sqs_client) -> None
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins_rejected") == 1
     assert scalar(etl_env.database_url, "SELECT count(*) FROM login_etl_ledger") == 41
     assert "duplicates=" in logs
-    assert visible(sqs_client, etl_env.queue_url) == 0
+    assert_queue_empties(sqs_client, etl_env.queue_url, etl_env.vars())
 
 
 def test_poison_row_inside_large_batch_is_isolated(etl_env, sqs_client) -> None:
@@ -183,7 +173,7 @@ def test_poison_row_inside_large_batch_is_isolated(etl_env, sqs_client) -> None:
         scalar(etl_env.database_url, "SELECT count(*) FROM user_logins WHERE user_id = 'poison'")
         == 0
     )
-    assert visible(sqs_client, etl_env.queue_url) == 0
+    assert_queue_empties(sqs_client, etl_env.queue_url, etl_env.vars())
 
 
 def test_unmask_round_trip_through_cli(etl_env, sqs_client) -> None:
