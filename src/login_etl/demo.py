@@ -26,8 +26,6 @@ from threading import Thread
 from types import FrameType
 from typing import Any
 
-import boto3
-import botocore.config
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -51,7 +49,7 @@ from login_etl.metrics import Stats
 from login_etl.pipeline import Options, Pipeline
 from login_etl.postgres import PostgresSink, connect, init_schema
 from login_etl.seed import read_records, synthetic
-from login_etl.sqs import SQS_BATCH_MAX, SqsSource
+from login_etl.sqs import SQS_BATCH_MAX, SqsSource, make_client
 
 QUEUE_NAME = "login-queue"
 # moto's SQS does O(depth) work on every call (~0.1 s per receive+delete at a
@@ -277,19 +275,13 @@ def _load(
 def _sqs_client(endpoint: str, *, pool_size: int) -> Any:
     """A boto3 client for the embedded endpoint, whatever AWS_* the shell holds."""
     env = local_aws_env(endpoint)
-    config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": 5},
-        max_pool_connections=pool_size,
-        connect_timeout=5,
-        read_timeout=30,
-    )
-    return boto3.session.Session().client(
-        "sqs",
+    return make_client(
+        endpoint,
+        pool_size=pool_size,
         endpoint_url=endpoint,
         region_name=env["AWS_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        config=config,
     )
 
 

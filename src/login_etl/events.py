@@ -19,6 +19,7 @@ REQUIRED = ("user_id", "device_type", "ip", "device_id", "app_version")
 INT4_MAX = 2**31 - 1
 # Deeper nesting than this is ignored when flattening (no field we need lives there).
 MAX_FLATTEN_DEPTH = 8
+_STORED = frozenset((*REQUIRED, "locale"))
 _VERSION = re.compile(r"([0-9]+)(?:\.[0-9]+)*")
 
 
@@ -80,15 +81,13 @@ def _flatten(obj: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[str,
             items = [(name, value)]  # type: ignore[assignment]
         for k, v in items:
             if k in flat:
-                return Invalid(f"conflicting_field:{_short(k)}")
+                # Only fields we store can conflict, so a reason (which becomes
+                # a log field and a metric label) never quotes a key from the message.
+                if k in _STORED:
+                    return Invalid(f"conflicting_field:{k}")
+                continue
             flat[k] = v
     return flat
-
-
-def _short(name: str) -> str:
-    """A field name safe to put in a reason: bounded and printable."""
-    cleaned = "".join(c if c.isascii() and c.isprintable() else "?" for c in name)
-    return cleaned[:40]
 
 
 def _decode(body: str) -> Any:

@@ -86,6 +86,23 @@ def session(url: str) -> Iterator[psycopg.Connection[Any]]:
         raise
 
 
+def locked_pages(
+    conn: psycopg.Connection[Any], name: str, params: dict[str, Any], *, after: str, page: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Keyset pages of ``sql/<name>.sql``, each yielded inside its own transaction.
+
+    The query takes ``%(after)s`` and ``%(limit)s`` and returns its key first;
+    its rows stay locked (``FOR UPDATE``) while the caller works on the page.
+    """
+    while True:
+        with conn.transaction():
+            rows = conn.execute(query(name), {**params, "after": after, "limit": page}).fetchall()
+            yield rows
+        if len(rows) < page:
+            return
+        after = rows[-1][0]
+
+
 def _describe(exc: psycopg.Error) -> str:
     """One line about a psycopg error; never includes row data."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -229,22 +246,31 @@ class PostgresSink:
     def _record_rejections(
         self, cur: psycopg.Cursor[Any], rejections: list[Rejection]
     ) -> list[Rejection]:
-        """Insert rejections not already ledgered; return those inserted."""
-        fresh = []
-        for rej in rejections:
-            cur.execute(
-                query("load_rejection"),
-                {
-                    "message_id": rej.message_id,
-                    "reason": rej.reason,
-                    "sent_at": rej.sent_at,
-                    "receive_count": rej.receive_count,
-                    "sealed_body": rej.sealed_body,
-                },
-            )
-            if cur.rowcount:
-                fresh.append(rej)
-        return fresh
+        """Insert rejections not already ledgered; return those inserted.
+
+        One pipelined round trip for the lot, whatever their number.
+        """
+        if not rejections:
+            return []
+        params = [
+            {
+                "message_id": rej.message_id,
+                "reason": rej.reason,
+                "sent_at": rej.sent_at,
+                "receive_count": rej.receive_count,
+                "sealed_body": rej.sealed_body,
+            }
+            for rej in rejections
+        ]
+        cur.executemany(query("load_rejection"), params, returning=True)
+        inserted = set()
+        while True:
+            row = cur.fetchone()
+            if row is not None:
+                inserted.add(row[0])
+            if not cur.nextset():
+                break
+        return [rej for rej in rejections if rej.message_id in inserted]
 
 
 def _dedupe(items: list[_T]) -> list[_T]:

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from login_etl.masking import Masker
-from login_etl.postgres import is_row_error
+from login_etl.postgres import is_row_error, locked_pages
 from login_etl.sqlfiles import query
 from login_etl.transform import Message, Row, open_body, transform
 
@@ -91,28 +91,20 @@ def replay(
 ) -> ReplayResult:
     """Re-run stored rejections (optionally one reason) through the current rules."""
     result = ReplayResult()
-    after = ""
-    while True:
-        with conn.transaction():
-            rows = conn.execute(
-                query("replay_select"), {"reason": reason, "after": after, "limit": page}
-            ).fetchall()
-            for message_id, old_reason, sent_at, receive_count, sealed in rows:
-                message = Message(message_id, "", open_body(masker, sealed), sent_at, receive_count)
-                new_reason = _replay_one(conn, message, masker)
-                if new_reason is None:
-                    result.loaded += 1
-                else:
-                    if new_reason != old_reason:
-                        conn.execute(
-                            query("replay_update_reason"),
-                            {"message_id": message_id, "reason": new_reason},
-                        )
-                    result.still_rejected[new_reason] = result.still_rejected.get(new_reason, 0) + 1
-            result.examined += len(rows)
-        if len(rows) < page:
-            return result
-        after = rows[-1][0]
+    for rows in locked_pages(conn, "replay_select", {"reason": reason}, after="", page=page):
+        for message_id, old_reason, sent_at, receive_count, sealed in rows:
+            message = Message(message_id, "", open_body(masker, sealed), sent_at, receive_count)
+            new_reason = _replay_one(conn, message, masker)
+            if new_reason is None:
+                result.loaded += 1
+                continue
+            if new_reason != old_reason:
+                conn.execute(
+                    query("replay_update_reason"), {"message_id": message_id, "reason": new_reason}
+                )
+            result.still_rejected[new_reason] = result.still_rejected.get(new_reason, 0) + 1
+        result.examined += len(rows)
+    return result
 
 
 def _replay_one(conn: psycopg.Connection[Any], message: Message, masker: Masker) -> str | None:

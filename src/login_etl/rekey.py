@@ -18,6 +18,7 @@ import psycopg
 
 from login_etl.errors import MaskingError
 from login_etl.masking import Masker
+from login_etl.postgres import locked_pages
 from login_etl.sqlfiles import query
 
 
@@ -39,45 +40,29 @@ def _remask(masker: Masker, field: str, mask: str | None) -> str | None:
 def rekey(conn: psycopg.Connection[Any], masker: Masker, *, page: int = 1000) -> RekeyResult:
     """Rewrite every mask and sealed body not made by the primary key."""
     result = RekeyResult()
-    prefix = f"{masker.key_id}.%"
-    after = "(0,0)"
-    while True:
-        with conn.transaction():
-            rows = conn.execute(
-                query("rekey_select"), {"after": after, "prefix": prefix, "limit": page}
-            ).fetchall()
-            for ctid, masked_ip, masked_device_id in rows:
-                try:
-                    params = {
-                        "ctid": ctid,
-                        "masked_ip": _remask(masker, "ip", masked_ip),
-                        "masked_device_id": _remask(masker, "device_id", masked_device_id),
-                    }
-                except MaskingError:
-                    result.unreadable += 1
-                    continue
-                conn.execute(query("rekey_update"), params)
-                result.rows += 1
-        if len(rows) < page:
-            break
-        after = rows[-1][0]
-    after = ""
-    while True:
-        with conn.transaction():
-            bodies = conn.execute(
-                query("rekey_bodies_select"), {"after": after, "prefix": prefix, "limit": page}
-            ).fetchall()
-            for message_id, sealed in bodies:
-                try:
-                    resealed = masker.seal(masker.open_sealed(sealed))
-                except MaskingError:
-                    result.unreadable += 1
-                    continue
-                conn.execute(
-                    query("rekey_bodies_update"),
-                    {"message_id": message_id, "sealed_body": resealed},
-                )
-                result.bodies += 1
-        if len(bodies) < page:
-            return result
-        after = bodies[-1][0]
+    params = {"prefix": f"{masker.key_id}.%"}
+    for rows in locked_pages(conn, "rekey_select", params, after="(0,0)", page=page):
+        for ctid, masked_ip, masked_device_id in rows:
+            try:
+                update = {
+                    "ctid": ctid,
+                    "masked_ip": _remask(masker, "ip", masked_ip),
+                    "masked_device_id": _remask(masker, "device_id", masked_device_id),
+                }
+            except MaskingError:
+                result.unreadable += 1
+                continue
+            conn.execute(query("rekey_update"), update)
+            result.rows += 1
+    for bodies in locked_pages(conn, "rekey_bodies_select", params, after="", page=page):
+        for message_id, sealed in bodies:
+            try:
+                resealed = masker.seal(masker.open_sealed(sealed))
+            except MaskingError:
+                result.unreadable += 1
+                continue
+            conn.execute(
+                query("rekey_bodies_update"), {"message_id": message_id, "sealed_body": resealed}
+            )
+            result.bodies += 1
+    return result

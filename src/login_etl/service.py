@@ -23,6 +23,7 @@ from login_etl.pipeline import Pipeline
 from login_etl.postgres import PostgresSink, init_schema, session
 from login_etl.rekey import RekeyResult, rekey
 from login_etl.retry import call_with_retry
+from login_etl.source import QueueInfo
 from login_etl.sqs import SqsSource
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,14 @@ def init_db(settings: Settings) -> None:
         init_schema(conn)
 
 
-def source_for(settings: Settings, *, max_retry_time: float = 0) -> SqsSource:
-    """The SQS source for the configured queue, once the queue answers.
+def source_for(settings: Settings, *, max_retry_time: float = 0) -> tuple[SqsSource, QueueInfo]:
+    """The SQS source for the configured queue and its settings, once the queue answers.
 
     A wrong URL or missing credentials fail at once (ConfigError); an
     unreachable endpoint is retried for up to `max_retry_time` seconds.
     """
     source = SqsSource(settings.require_queue(), pool_size=settings.concurrency * 2 + 4)
-    call_with_retry("SQS", source.info, max_time=max_retry_time)
-    return source
+    return source, call_with_retry("SQS", source.info, max_time=max_retry_time)
 
 
 @contextmanager
@@ -82,11 +82,11 @@ def run(
 ) -> Stats:
     """Run the pipeline until drained, stopped by a signal, or `max_messages` are done."""
     masker = masker or settings.masker()
-    source = source_for(settings, max_retry_time=settings.max_retry_time)
+    source, info = source_for(settings, max_retry_time=settings.max_retry_time)
     if settings.init_db:
         call_with_retry("PostgreSQL", lambda: init_db(settings), max_time=settings.max_retry_time)
     stop_pruning = threading.Event()
-    retention = source.info().retention_seconds
+    retention = info.retention_seconds
     threading.Thread(
         target=ledger.prune_periodically,
         args=(lambda: session(settings.database_url), retention, stop_pruning),
@@ -159,7 +159,7 @@ def replay_rejections(settings: Settings, *, reason: str | None) -> rejects.Repl
 def prune_ledger(settings: Settings, *, retention: int | None, dry_run: bool) -> tuple[int, int]:
     """Prune the ledger; retention comes from the queue unless given. Returns (entries, secs)."""
     if retention is None:
-        retention = source_for(settings).info().retention_seconds
+        retention = source_for(settings)[1].retention_seconds
     with session(settings.database_url) as conn:
         return ledger.prune(conn, retention, dry_run=dry_run), retention
 

@@ -53,9 +53,15 @@ def region_for(queue_url: str) -> str | None:
     return None
 
 
-def make_client(queue_url: str, *, pool_size: int = 10, max_attempts: int = 5) -> Any:
-    """A boto3 SQS client with retries and a connection pool sized for our threads."""
-    region = region_for(queue_url)
+def make_client(
+    queue_url: str, *, pool_size: int = 10, max_attempts: int = 5, **overrides: Any
+) -> Any:
+    """A boto3 SQS client with retries and a connection pool sized for our threads.
+
+    `overrides` (endpoint_url, region_name, credentials) replace what boto3's
+    standard chain would find; the demo uses them to ignore the shell's AWS_*.
+    """
+    region = overrides.pop("region_name", None) or region_for(queue_url)
     if region is None:
         raise ConfigError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)")
     config = botocore.config.Config(
@@ -65,7 +71,7 @@ def make_client(queue_url: str, *, pool_size: int = 10, max_attempts: int = 5) -
         read_timeout=30,
     )
     try:
-        return boto3.session.Session().client("sqs", region_name=region, config=config)
+        return boto3.session.Session().client("sqs", region_name=region, config=config, **overrides)
     except botocore.exceptions.BotoCoreError as exc:
         raise ConfigError(f"cannot create the SQS client: {exc}") from exc
 

@@ -7,3 +7,4 @@ WITH fresh AS (
 )
 INSERT INTO user_logins_rejected (message_id, reason, sent_at, receive_count, sealed_body)
 SELECT message_id, %(reason)s, %(sent_at)s, %(receive_count)s, %(sealed_body)s FROM fresh
+RETURNING message_id
