@@ -16,9 +16,9 @@ import click
 
 from login_etl import __version__, logs, render, service
 from login_etl.config import SPECS, Settings
+from login_etl.dev.seed import read_records, synthetic
 from login_etl.errors import ConfigError, LoginEtlError, MaskingError
 from login_etl.masking import generate_key
-from login_etl.seed import read_records, synthetic
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -214,7 +214,7 @@ def demo(
     """Run the whole pipeline on throwaway local services and show the result."""
     from rich.console import Console
 
-    from login_etl import demo as demo_run
+    from login_etl.dev import demo as demo_run
 
     options = demo_run.DemoOptions(count, random_seed, file, keep, concurrency)
     sys.exit(demo_run.run(Console(), options))

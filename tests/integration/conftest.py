@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from login_etl.local import LocalPostgres, LocalSqs, local_aws_env
+from login_etl.dev.local import LocalPostgres, LocalSqs, local_aws_env
 from login_etl.masking import generate_key
 
 _counter = itertools.count()

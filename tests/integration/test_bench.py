@@ -12,7 +12,7 @@ def test_bench_runs_every_stage_and_reports_ratios() -> None:
         [
             sys.executable,
             "-m",
-            "login_etl.bench",
+            "login_etl.dev.bench",
             "--events",
             "500",
             "--sqs-messages",

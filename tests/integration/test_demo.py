@@ -29,8 +29,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from login_etl.dev.seed import read_records, synthetic
 from login_etl.events import Invalid, LoginEvent, parse_event
-from login_etl.seed import read_records, synthetic
 
 _SUMMARY_LABELS = {
     "sent": "messages sent",

@@ -30,7 +30,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from login_etl.local import LocalPostgres, LocalSqs, local_aws_env
+from login_etl.dev.local import LocalPostgres, LocalSqs, local_aws_env
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.transform import open_body
 

@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 
-from login_etl.local import free_port
+from login_etl.dev.local import free_port
 
 from .test_pipeline import event, send
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from login_etl import service
 from login_etl.cli import cli
 from login_etl.config import Settings
+from login_etl.dev.seed import synthetic
 from login_etl.events import Invalid, parse_event
-from login_etl.seed import synthetic
 from login_etl.sqs import SqsSource
 
 from .conftest import Env

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from login_etl.dev.seed import synthetic
 from login_etl.errors import RetryTimeExceeded, SinkUnavailable, SourceUnavailable
 from login_etl.events import Invalid, LoginEvent, parse_event
 from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.pipeline import Options, Pipeline
 from login_etl.retry import backoff
-from login_etl.seed import synthetic
 from login_etl.sink import Batch, MemorySink, WriteResult
 from login_etl.source import MemorySource
 from login_etl.transform import Message, Rejection, Row, open_body, reject, transform

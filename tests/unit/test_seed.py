@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from login_etl.dev.seed import read_records, synthetic
 from login_etl.errors import ConfigError
 from login_etl.events import Invalid, LoginEvent, parse_event
-from login_etl.seed import read_records, synthetic
 from tests.unit.helpers import RECORD
 
 SENT = datetime(2024, 5, 1, tzinfo=UTC)

@@ -41,14 +41,14 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from login_etl import demo_report as report
+from login_etl.dev import report
+from login_etl.dev.local import LocalPostgres, LocalSqs, local_aws_env
+from login_etl.dev.seed import read_records, synthetic
 from login_etl.errors import ConfigError, LoginEtlError
-from login_etl.local import LocalPostgres, LocalSqs, local_aws_env
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.metrics import Stats
 from login_etl.pipeline import Options, Pipeline
 from login_etl.postgres import PostgresSink, connect, init_schema
-from login_etl.seed import read_records, synthetic
 from login_etl.sqs import SQS_BATCH_MAX, SqsSource, make_client
 
 QUEUE_NAME = "login-queue"

@@ -18,7 +18,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from login_etl.local import LocalPostgres, local_aws_env
+from login_etl.dev.local import LocalPostgres, local_aws_env
 from login_etl.masking import Masker
 from login_etl.sqlfiles import query
 

@@ -26,10 +26,10 @@ from contextlib import ExitStack, closing
 from datetime import UTC, datetime
 from typing import Any
 
+from login_etl.dev.seed import synthetic
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.metrics import Stats
 from login_etl.pipeline import Options, Pipeline
-from login_etl.seed import synthetic
 from login_etl.sink import Batch, MemorySink
 from login_etl.source import MemorySource
 from login_etl.transform import Message, Row, reject, transform
@@ -82,7 +82,7 @@ def bench_postgres(bodies: list[str], masker: Masker) -> tuple[float, float]:
     """(ours, limit) in rows per second against a throwaway local server."""
     import psycopg
 
-    from login_etl.local import LocalPostgres
+    from login_etl.dev.local import LocalPostgres
     from login_etl.postgres import PostgresSink, init_schema, staging_tuple
 
     messages = [Message(f"m{i}", "r", b, SENT) for i, b in enumerate(bodies)]
@@ -136,7 +136,7 @@ def bench_sqs(
     import boto3
     import psycopg
 
-    from login_etl.local import LocalPostgres, LocalSqs, local_aws_env
+    from login_etl.dev.local import LocalPostgres, LocalSqs, local_aws_env
     from login_etl.postgres import PostgresSink, init_schema
     from login_etl.sqs import SqsSource
 
@@ -196,7 +196,7 @@ def bench_sqs(
 
 def main(argv: list[str] | None = None) -> None:
     """Run every benchmark and print one line each (or JSON with --json)."""
-    parser = argparse.ArgumentParser(prog="python -m login_etl.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m login_etl.dev.bench", description=__doc__)
     parser.add_argument("--events", type=int, default=50_000, help="events for in-process stages")
     parser.add_argument("--sqs-messages", type=int, default=300, help="messages for the SQS stage")
     parser.add_argument(
