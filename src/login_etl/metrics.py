@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from login_etl.sink import WriteResult
 
 
 @dataclass
@@ -28,8 +32,10 @@ class Stats:
     extended: int = 0
     batches: int = 0
     retries: int = 0
+    redeliveries: int = 0
     in_hand: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    retries_by_stage: dict[str, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     last_commit_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -40,16 +46,22 @@ class Stats:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
 
-    def committed(
-        self, loaded: int, rejected: int, duplicates: int, reasons: dict[str, int]
-    ) -> None:
-        """Record one committed batch."""
+    def retried(self, stage: str) -> None:
+        """Record one retried call of `stage` (receive, write, delete, extend, prune)."""
         with self._lock:
-            self.loaded += loaded
-            self.rejected += rejected
-            self.duplicates += duplicates
+            self.retries += 1
+            self.retries_by_stage[stage] = self.retries_by_stage.get(stage, 0) + 1
+
+    def committed(
+        self, result: WriteResult, *, seconds: float = 0.0, sent_at: Sequence[datetime] = ()
+    ) -> None:
+        """Record one committed batch: outcome, duration, and when its messages were sent."""
+        with self._lock:
+            self.loaded += result.loaded
+            self.rejected += result.rejected
+            self.duplicates += result.duplicates
             self.batches += 1
-            for reason, n in reasons.items():
+            for reason, n in result.reasons.items():
                 self.reasons[reason] = self.reasons.get(reason, 0) + n
             self.last_commit_at = time.monotonic()
 
@@ -73,6 +85,8 @@ class Stats:
                 "extended": self.extended,
                 "batches": self.batches,
                 "retries": self.retries,
+                "retries_by_stage": dict(self.retries_by_stage),
+                "redeliveries": self.redeliveries,
                 "in_hand": self.in_hand,
                 "reasons": dict(self.reasons),
                 "elapsed_seconds": elapsed,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from login_etl.errors import ConfigError, SinkUnavailable
+from login_etl.errors import ConfigError, DatabaseError, LoginEtlError, SinkUnavailable
 from login_etl.sink import Batch, WriteResult, count_reasons
 from login_etl.sqlfiles import query
 from login_etl.transform import Rejection, Row
@@ -39,6 +39,14 @@ _STAGING_TYPES = [
 _ROW_ERROR_CLASSES = ("22", "23", "P0")
 # Connection-level and transient failures: retry the whole batch.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+# What an operator must fix: missing tables or database, privileges, authentication.
+_CONFIG_STATES = {
+    "42P01": "tables missing: run `login-etl init-db` first",
+    "3D000": "the database does not exist",
+    "42501": "permission denied: the role lacks a privilege (see `login-etl grant`)",
+    "28P01": "password authentication failed",
+    "28000": "the server refused this role or host (pg_hba.conf)",
+}
 
 
 class _RowError(Exception):
@@ -71,19 +79,25 @@ def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
         raise SinkUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
 
 
+def translate(exc: psycopg.Error) -> LoginEtlError:
+    """The login-etl error for a psycopg error: retryable, configuration, or refused."""
+    state = exc.sqlstate or ""
+    if state in _CONFIG_STATES:
+        return ConfigError(f"PostgreSQL: {_CONFIG_STATES[state]} (SQLSTATE {state})")
+    if is_transient(exc):
+        return SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}")
+    return DatabaseError(f"PostgreSQL refused a statement (SQLSTATE {state or 'unknown'})")
+
+
 @contextmanager
 def session(url: str) -> Iterator[psycopg.Connection[Any]]:
-    """A connection for one admin task; failures become one-line login-etl errors."""
+    """A connection for one admin task; every psycopg error leaves as a login-etl error."""
     conn = connect(url)
     try:
         with conn:
             yield conn
     except psycopg.Error as exc:
-        if is_transient(exc):
-            raise SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}") from exc
-        if exc.sqlstate == "42P01":  # undefined_table
-            raise ConfigError("tables missing: run `login-etl init-db` first") from exc
-        raise
+        raise translate(exc) from exc
 
 
 def locked_pages(

@@ -17,6 +17,18 @@ from typing import Protocol
 
 from login_etl.transform import Message
 
+# Most messages one SQS receive, delete or visibility call may carry.
+SQS_BATCH_MAX = 10
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """Approximate message counts of a queue."""
+
+    visible: int
+    in_flight: int
+    delayed: int = 0
+
 
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
@@ -47,7 +59,11 @@ class Source(Protocol):
         ...
 
     def info(self) -> QueueInfo:
-        """Current depth and settings of the queue."""
+        """Current depth and settings of the queue (read once at start)."""
+        ...
+
+    def depth(self) -> QueueDepth:
+        """Current depth only: the cheap call for polling."""
         ...
 
 
@@ -125,6 +141,12 @@ class MemorySource:
                 self._in_flight[m.receipt] = (mid, body, sent, count, self._clock() + seconds)
             self._expire()
             return failed
+
+    def depth(self) -> QueueDepth:
+        """Depth."""
+        with self._lock:
+            self._expire()
+            return QueueDepth(visible=len(self._visible), in_flight=len(self._in_flight))
 
     def info(self) -> QueueInfo:
         """Depth and settings."""

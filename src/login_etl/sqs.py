@@ -15,19 +15,17 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
 from login_etl.errors import ConfigError, SourceUnavailable
-from login_etl.source import QueueInfo
+from login_etl.source import SQS_BATCH_MAX, QueueDepth, QueueInfo
 from login_etl.transform import Message
 
 log = logging.getLogger(__name__)
-
-SQS_BATCH_MAX = 10
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 _MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _CONFIG_CODES = {
@@ -94,9 +92,13 @@ def translated(action: str) -> Iterator[None]:
         raise SourceUnavailable(f"SQS {action} failed: {type(exc).__name__}") from exc
 
 
-def _chunks(items: Sequence[Message]) -> Iterator[Sequence[Message]]:
-    for i in range(0, len(items), SQS_BATCH_MAX):
-        yield items[i : i + SQS_BATCH_MAX]
+_S = TypeVar("_S")
+
+
+def chunks(items: Sequence[_S], size: int = SQS_BATCH_MAX) -> Iterator[Sequence[_S]]:
+    """`items` in slices of at most `size` (SQS takes 10 entries per batch call)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _message(raw: dict[str, Any]) -> Message:
@@ -118,6 +120,7 @@ class SqsSource:
     def __init__(self, queue_url: str, *, client: Any = None, pool_size: int = 10) -> None:
         self.queue_url = queue_url
         self._client = client or make_client(queue_url, pool_size=pool_size)
+        self._dlq: tuple[str | None, int | None] | None = None  # resolved once
 
     def __repr__(self) -> str:
         return f"SqsSource({self.queue_url!r})"
@@ -150,7 +153,7 @@ class SqsSource:
         self, action: str, method: str, messages: Sequence[Message], extra: dict[str, Any]
     ) -> list[str]:
         failed: list[str] = []
-        for chunk in _chunks(messages):
+        for chunk in chunks(messages):
             entries = [
                 {"Id": str(i), "ReceiptHandle": m.receipt, **extra} for i, m in enumerate(chunk)
             ]
@@ -162,24 +165,37 @@ class SqsSource:
             log.warning("SQS %s failed for %d message(s)", action, len(failed))
         return failed
 
-    def info(self) -> QueueInfo:
-        """Queue depth and the settings that matter to delivery guarantees."""
+    def _attributes(self, names: list[str]) -> dict[str, str]:
         with translated("get attributes"):
-            attrs = self._client.get_queue_attributes(
-                QueueUrl=self.queue_url, AttributeNames=["All"]
-            )["Attributes"]
-        dlq_url = None
-        max_receives = None
-        if attrs.get("RedrivePolicy"):
-            policy = json.loads(attrs["RedrivePolicy"])
-            max_receives = int(policy.get("maxReceiveCount", 0)) or None
-            arn = policy.get("deadLetterTargetArn", "")
-            if arn:
-                with translated("get DLQ url"):
-                    name = arn.rsplit(":", 1)[-1]
-                    account = arn.split(":")[4] if arn.count(":") >= 5 else None
-                    kwargs = {"QueueOwnerAWSAccountId": account} if account else {}
-                    dlq_url = self._client.get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
+            answer = self._client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=names
+            )
+        return dict(answer.get("Attributes", {}))
+
+    def depth(self) -> QueueDepth:
+        """Approximate visible, in-flight and delayed counts (one cheap call)."""
+        attrs = self._attributes(
+            [
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ]
+        )
+        return QueueDepth(
+            visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )
+
+    def info(self) -> QueueInfo:
+        """Queue depth and the settings that matter to delivery guarantees.
+
+        The dead-letter queue's URL is looked up on the first call only.
+        """
+        attrs = self._attributes(["All"])
+        if self._dlq is None:
+            self._dlq = self._dead_letter(attrs.get("RedrivePolicy"))
+        dlq_url, max_receives = self._dlq
         return QueueInfo(
             visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
             in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
@@ -190,11 +206,26 @@ class SqsSource:
             max_receive_count=max_receives,
         )
 
+    def _dead_letter(self, redrive_policy: str | None) -> tuple[str | None, int | None]:
+        """(DLQ URL, maxReceiveCount) from a RedrivePolicy, or (None, None)."""
+        if not redrive_policy:
+            return None, None
+        policy = json.loads(redrive_policy)
+        max_receives = int(policy.get("maxReceiveCount", 0)) or None
+        arn = policy.get("deadLetterTargetArn", "")
+        if not arn:
+            return None, max_receives
+        name = arn.rsplit(":", 1)[-1]
+        account = arn.split(":")[4] if arn.count(":") >= 5 else None
+        kwargs = {"QueueOwnerAWSAccountId": account} if account else {}
+        with translated("get DLQ url"):
+            url: str = self._client.get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
+        return url, max_receives
+
     def send_bodies(self, bodies: Sequence[str]) -> int:
         """Send bodies, 10 per call; return how many were sent."""
         sent = 0
-        for i in range(0, len(bodies), SQS_BATCH_MAX):
-            chunk = bodies[i : i + SQS_BATCH_MAX]
+        for chunk in chunks(bodies):
             entries = [{"Id": str(j), "MessageBody": b} for j, b in enumerate(chunk)]
             with translated("send"):
                 answer = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)

@@ -2,7 +2,8 @@
 
 `LocalPostgres` runs a private PostgreSQL cluster (``initdb`` + ``pg_ctl``)
 in a temporary directory; `LocalSqs` runs moto's SQS server over HTTP on
-loopback. Both pick a free port, clean up after themselves (also on
+loopback; `local_services` starts both, with the schema, for the demo, the
+benchmark and the tests. Both pick a free port, clean up after themselves (also on
 Ctrl-C), and fail with `LocalServiceError` instead of being skipped.
 
 PostgreSQL refuses to run as root: when we are root, the cluster runs as the
@@ -20,11 +21,17 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from login_etl.config import Settings
 from login_etl.errors import LocalServiceError
+from login_etl.service import init_db
+from login_etl.sqs import make_client
 
 _PG_SETTINGS = [
     # Throwaway data: durability off, speed on.
@@ -220,3 +227,50 @@ def local_aws_env(endpoint: str) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
     }
+
+
+@dataclass
+class LocalServices:
+    """A running PostgreSQL and SQS endpoint, and how to reach them."""
+
+    pg: LocalPostgres
+    sqs_endpoint: str
+    sqs: LocalSqs | None = None
+
+    @property
+    def aws_env(self) -> dict[str, str]:
+        """AWS_* variables for a subprocess that should use this endpoint."""
+        return local_aws_env(self.sqs_endpoint)
+
+    def sqs_client(self, *, pool_size: int = 10) -> Any:
+        """A boto3 SQS client for this endpoint, whatever AWS_* the shell holds."""
+        env = self.aws_env
+        return make_client(
+            self.sqs_endpoint,
+            pool_size=pool_size,
+            endpoint_url=self.sqs_endpoint,
+            region_name=env["AWS_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings for this database and (given `queue_url`) queue, defaults otherwise."""
+        return Settings(database_url=self.pg.url, **overrides)
+
+
+@contextmanager
+def local_services(*, sqs_endpoint: str | None = None) -> Iterator[LocalServices]:
+    """Start a throwaway PostgreSQL (with the schema) and, unless an endpoint is
+    given (LocalStack, say), moto's SQS; stop and delete both on exit."""
+    with ExitStack() as stack:
+        pg = LocalPostgres()
+        stack.callback(pg.close)
+        pg.start()
+        sqs = None
+        if sqs_endpoint is None:
+            sqs = stack.enter_context(LocalSqs())
+            sqs_endpoint = sqs.endpoint
+        services = LocalServices(pg, sqs_endpoint, sqs)
+        init_db(services.settings())
+        yield services
