@@ -64,9 +64,7 @@ class Command(click.Command):
         names = getattr(self.callback, "env_only", ())
         if names:
             with formatter.section("Secrets (environment only, never flags)"):
-                formatter.write_dl(
-                    [(f"{SPECS[n].env}[_FILE]", _help(SPECS[n])) for n in names]
-                )
+                formatter.write_dl([(f"{SPECS[n].env}[_FILE]", _help(SPECS[n])) for n in names])
         super().format_epilog(ctx, formatter)
 
 

@@ -115,6 +115,7 @@ class Pipeline:
         self._quota = self.options.max_messages
         self._receivers_alive = 0
         self._started = False
+        self._delete_workers = max(2, self.options.concurrency)
 
     # -- control ---------------------------------------------------------
 
@@ -166,7 +167,7 @@ class Pipeline:
                     daemon=True,
                 )
             )
-        deleter = ThreadPoolExecutor(max(2, opts.concurrency), thread_name_prefix="deleter")
+        deleter = ThreadPoolExecutor(self._delete_workers, thread_name_prefix="deleter")
         self._receivers_alive = opts.concurrency
         for t in threads:
             t.start()
@@ -340,8 +341,16 @@ class Pipeline:
                 }
             },
         )
-        for i in range(0, len(messages), SQS_BATCH_MAX):
-            deleter.submit(self._guarded, partial(self._delete, messages[i : i + SQS_BATCH_MAX]))
+        # SQS deletes 10 per call: spread the calls over the deleter threads, a few
+        # tasks per batch rather than one per call (a task costs more than a call's setup).
+        chunks = [messages[i : i + SQS_BATCH_MAX] for i in range(0, len(messages), SQS_BATCH_MAX)]
+        tasks = min(len(chunks), self._delete_workers)
+        for t in range(tasks):
+            deleter.submit(self._guarded, partial(self._delete_chunks, chunks[t::tasks]))
+
+    def _delete_chunks(self, chunks: list[list[Message]]) -> None:
+        for chunk in chunks:
+            self._delete(chunk)
 
     def _delete(self, messages: Sequence[Message]) -> None:
         """Delete committed messages; one not deleted comes back and the ledger skips it."""
