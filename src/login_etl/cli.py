@@ -7,6 +7,7 @@ Errors print one line; bad configuration exits 2, other failures exit 1.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from login_etl import __version__, logs, render, service
+from login_etl import __version__, logs, redact, render, service
 from login_etl.config import ALIASES, SPECS, Settings, Spec
 from login_etl.errors import ConfigError, LoginEtlError, MaskingError
 from login_etl.masking import generate_key
@@ -47,7 +48,7 @@ class Failure(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         """Print ``login-etl: error: …``."""
-        click.echo(f"login-etl: error: {self.message}", err=True)
+        click.echo(f"login-etl: error: {redact.scrub(self.message)}", err=True)
 
 
 class BadConfig(Failure):
@@ -161,6 +162,13 @@ def load(flags: dict[str, Any], *names: str) -> Settings:
 @click.version_option(__version__, prog_name="login-etl")
 def cli() -> None:
     """Drain login events from SQS, mask PII, load them into PostgreSQL exactly once."""
+    # Every command logs in the configured format; `run` also takes the flags.
+    env = {n: os.environ.get(SPECS[n].env, "").strip().lower() for n in ("log_format", "log_level")}
+    fmt = env["log_format"] if env["log_format"] in ("text", "json") else "text"
+    level = (
+        env["log_level"] if env["log_level"] in ("debug", "info", "warning", "error") else "info"
+    )
+    logs.configure(fmt, level)
 
 
 @cli.command()

@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from login_etl import redact
 from login_etl.errors import ConfigError
 from login_etl.masking import Masker, decode_key
 
@@ -183,11 +184,20 @@ class Settings:
                 continue
             values[spec.name] = spec.convert(raw, where)
         settings = cls(**values, notes=tuple(notes))
+        # Before anything can fail on them: error and log lines must never show these.
+        redact.register(settings.database_url, settings.masking_key)
+        redact.register(*settings.masking_old_keys.split(","))
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Cross-setting checks."""
+        url = self.database_url.strip()
+        if len(url) >= 2 and url[0] == url[-1] and url[0] in "'\"":
+            raise ConfigError(
+                "LOGIN_ETL_DATABASE_URL is wrapped in quotes (as `docker --env-file` keeps "
+                "them): remove the quotes"
+            )
         if self.max_in_flight < self.batch_size:
             raise ConfigError(
                 f"--max-in-flight ({self.max_in_flight}) must be at least "

@@ -9,12 +9,15 @@ rejected and the rest still loads in the same transaction.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
+from login_etl import redact
 from login_etl.errors import ConfigError, DatabaseError, LoginEtlError, SinkUnavailable
 from login_etl.sink import Batch, WriteResult, count_reasons
 from login_etl.sqlfiles import query
@@ -34,6 +37,10 @@ _STAGING_TYPES = [
     "date",
     "timestamptz",
 ]
+# libpq's words for refused credentials (its connection errors carry no SQLSTATE).
+_AUTH_FAILED = re.compile(
+    r"password authentication failed|no password supplied|role .* does not exist"
+)
 # SQLSTATE classes that mean "this row can never be stored": data exceptions,
 # integrity violations, and errors raised by triggers (PL/pgSQL RAISE).
 _ROW_ERROR_CLASSES = ("22", "23", "P0")
@@ -68,14 +75,32 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def check_url(url: str) -> None:
+    """Raise ConfigError (never quoting the URL) unless libpq can parse `url`."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        raise ConfigError(
+            "the database URL is malformed (expected postgresql://user@host:port/dbname "
+            "or key=value pairs)"
+        ) from None
+    for port in str(params.get("port") or "5432").split(","):
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("the database URL has an invalid port number")
+
+
 def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
     """Open a connection; an empty `url` uses libpq's PG* variables.
 
-    Raises SinkUnavailable when the server cannot be reached.
+    A malformed URL or refused credentials raise ConfigError (retrying cannot
+    help); an unreachable server raises SinkUnavailable.
     """
+    check_url(url)
     try:
         return psycopg.connect(url, connect_timeout=connect_timeout, application_name="login-etl")
     except psycopg.Error as exc:
+        if _AUTH_FAILED.search(str(exc)):
+            raise ConfigError("PostgreSQL refused the credentials (authentication failed)") from exc
         raise SinkUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
 
 
@@ -118,9 +143,9 @@ def locked_pages(
 
 
 def _describe(exc: psycopg.Error) -> str:
-    """One line about a psycopg error; never includes row data."""
+    """One line about a psycopg error; never includes row data or a password."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{type(exc).__name__}: {first}"[:300]
+    return redact.scrub(f"{type(exc).__name__}: {first}")[:300]
 
 
 def init_schema(conn: psycopg.Connection[Any]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +14,6 @@ from tests.unit.helpers import KEY_A, KEY_A_TEXT, KEY_B, KEY_B_TEXT
 
 IP = "199.172.111.135"
 DEVICE = "593-47-5928"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`run` configures the login_etl logger on the runner's stderr; undo that afterwards."""
-    logger = logging.getLogger("login_etl")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def invoke(args: list[str], env: dict[str, str] | None = None, stdin: str | None = None) -> Result:

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
@@ -86,7 +87,8 @@ def bench_postgres(
 
     from login_etl.postgres import PostgresSink, staging_tuple
 
-    messages = [Message(f"m{i}", "r", b, SENT) for i, b in enumerate(bodies)]
+    # Fresh SQS-shaped ids on every call, so a second run loads rather than skips.
+    messages = [Message(str(uuid.uuid4()), "r", b, SENT) for b in bodies]
     rows = [r for r in (transform(m, masker) for m in messages) if isinstance(r, Row)]
     by_id = {m.message_id: m for m in messages}
     with psycopg.connect(services.pg.url, autocommit=True) as conn:
