@@ -39,8 +39,10 @@ import os
 import shlex
 import subprocess
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
+
+import pendulum
 
 try:  # Airflow 3
     from airflow.sdk import dag, task
@@ -89,7 +91,7 @@ def alert(context: dict[str, Any]) -> None:
 @dag(
     dag_id=DAG_ID,
     schedule=SCHEDULE,
-    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     # One drain at a time: a second would only compete for the same messages.
     max_active_runs=1,
