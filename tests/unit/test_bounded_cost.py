@@ -25,8 +25,7 @@ from login_etl.events import STORED, parse_event, parse_event_exact
 from login_etl.masking import Masker
 from login_etl.transform import Message, Rejection, Row, open_body, transform
 from tests.unit import hostile
-from tests.unit.helpers import KEY_A, RECORD
-from tests.unit.test_events import REASON
+from tests.unit.helpers import KEY_A, REASON, RECORD
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024

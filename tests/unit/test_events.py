@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -22,18 +21,9 @@ from login_etl.events import (
     parse_app_version,
     parse_event,
 )
-from tests.unit.helpers import DROP, RECORD, record_body
+from tests.unit.helpers import CONTROL, DROP, REASON, RECORD, record_body
 
 SENT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-# The closed set of reasons: they become metric labels, so never message content.
-_FIELD = "(user_id|device_type|ip|device_id|app_version|locale)"
-REASON = re.compile(
-    "invalid_json|not_an_object|invalid_sns_message|too_large|invalid_ip|invalid_app_version"
-    "|out_of_range:app_version|too_long:(user_id|device_type|locale)"
-    f"|(missing_field|wrong_type|empty_field|control_character|invalid_unicode"
-    f"|duplicate_field|conflicting_field):{_FIELD}"
-)
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def parse(body: str, sent_at: datetime = SENT) -> LoginEvent | Invalid:
