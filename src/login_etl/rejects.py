@@ -64,7 +64,7 @@ def recent(
             sent_at=r[2],
             rejected_at=r[3],
             receive_count=r[4],
-            body=open_body(masker, r[5]) if masker is not None else None,
+            body=open_body(masker, r[5], r[0]) if masker is not None else None,
         )
         for r in rows
     ]
@@ -93,7 +93,8 @@ def replay(
     result = ReplayResult()
     for rows in locked_pages(conn, "replay_select", {"reason": reason}, after="", page=page):
         for message_id, old_reason, sent_at, receive_count, sealed in rows:
-            message = Message(message_id, "", open_body(masker, sealed), sent_at, receive_count)
+            body = open_body(masker, sealed, message_id)
+            message = Message(message_id, "", body, sent_at, receive_count)
             new_reason = _replay_one(conn, message, masker)
             if new_reason is None:
                 result.loaded += 1

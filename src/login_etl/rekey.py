@@ -57,7 +57,7 @@ def rekey(conn: psycopg.Connection[Any], masker: Masker, *, page: int = 1000) ->
     for bodies in locked_pages(conn, "rekey_bodies_select", params, after="", page=page):
         for message_id, sealed in bodies:
             try:
-                resealed = masker.seal(masker.open_sealed(sealed))
+                resealed = masker.seal(masker.open_sealed(sealed, message_id), message_id)
             except MaskingError:
                 result.unreadable += 1
                 continue

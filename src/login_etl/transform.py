@@ -2,7 +2,8 @@
 
 This is where validation (`events`) meets masking (`masking`): the result
 holds no plaintext PII. A rejection keeps the body sealed with the masking
-key, so it can be inspected and replayed later by key holders only.
+key and bound to its message id, so it can be inspected and replayed later
+by key holders only, and only in its own row.
 """
 
 from __future__ import annotations
@@ -59,14 +60,14 @@ class Rejection:
     receive_count: int = 1
 
 
-def seal_body(masker: Masker, body: str) -> str:
-    """Seal a message body; lone surrogates survive the round trip."""
-    return masker.seal(body.encode("utf-8", "surrogatepass"))
+def seal_body(masker: Masker, body: str, message_id: str) -> str:
+    """Seal the body of message `message_id`; lone surrogates survive the round trip."""
+    return masker.seal(body.encode("utf-8", "surrogatepass"), message_id)
 
 
-def open_body(masker: Masker, sealed: str) -> str:
-    """Inverse of `seal_body`."""
-    return masker.open_sealed(sealed).decode("utf-8", "surrogatepass")
+def open_body(masker: Masker, sealed: str, message_id: str) -> str:
+    """Inverse of `seal_body`: fails unless `sealed` was made for `message_id`."""
+    return masker.open_sealed(sealed, message_id).decode("utf-8", "surrogatepass")
 
 
 def reject(message: Message, reason: str, masker: Masker) -> Rejection:
@@ -75,7 +76,7 @@ def reject(message: Message, reason: str, masker: Masker) -> Rejection:
         message_id=message.message_id,
         reason=reason,
         sent_at=message.sent_at,
-        sealed_body=seal_body(masker, message.body),
+        sealed_body=seal_body(masker, message.body, message.message_id),
         receive_count=message.receive_count,
     )
 

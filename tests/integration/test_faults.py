@@ -143,7 +143,8 @@ def assert_exactly_once(env: Env, batch: Batch) -> None:
     assert loaded == batch.good  # nothing lost, nothing rejected that should load
     masker = Masker(decode_key(env.key))
     rejected = [
-        open_body(masker, r[0]) for r in query(url, "SELECT sealed_body FROM user_logins_rejected")
+        open_body(masker, r[0], r[1])
+        for r in query(url, "SELECT sealed_body, message_id FROM user_logins_rejected")
     ]
     assert sorted(rejected) == sorted(batch.bad)  # exactly the malformed ones, each once
     rows, rejections, ledger = counts(url)

@@ -169,5 +169,5 @@ def test_generated_shapes_end_as_a_row_or_a_rejection(shape: Any, inside_record:
     assert isinstance(out, Row | Rejection)
     if isinstance(out, Rejection):
         assert REASON.fullmatch(out.reason) or out.reason.startswith("mask_too_long:"), out.reason
-        assert open_body(masker, out.sealed_body) == body
+        assert open_body(masker, out.sealed_body, out.message_id) == body
     assert parse_event(body, SENT) == parse_event_exact(body, SENT)

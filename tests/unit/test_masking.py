@@ -1,21 +1,34 @@
-"""masking: keys, deterministic reversible masks, rotation and sealed bodies."""
+"""masking: keys, subkeys, padded deterministic masks, rotation, sealed bodies, known answers."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import ipaddress
 import re
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 
 from login_etl.errors import ConfigError, MaskingError, UnknownMaskError
 from login_etl.masking import (
+    BODY_INFO,
     KEY_BYTES,
+    MASK_INFO,
     Masker,
+    b64url,
     decode_key,
+    derive,
     generate_key,
     key_id,
+    pad,
+    unb64url,
+    unpad,
 )
 from tests.unit.helpers import KEY_A, KEY_A_TEXT, KEY_B
 
@@ -220,43 +233,55 @@ def test_repr_and_str_hide_keys() -> None:
 
 @pytest.mark.parametrize("data", [b"", b"x", b'{"ip": "1.2.3.4"}', bytes(range(256)) * 40])
 def test_seal_round_trip(masker: Masker, data: bytes) -> None:
-    sealed = masker.seal(data)
+    sealed = masker.seal(data, "m-1")
     assert sealed.startswith(masker.key_id + ".")
-    assert masker.open_sealed(sealed) == data
+    assert masker.open_sealed(sealed, "m-1") == data
 
 
-@given(st.binary())
-def test_seal_round_trip_any_bytes(data: bytes) -> None:
+@given(st.binary(), st.text())
+def test_seal_round_trip_any_bytes_any_message_id(data: bytes, message_id: str) -> None:
     masker = Masker(KEY_A)
-    assert masker.open_sealed(masker.seal(data)) == data
+    assert masker.open_sealed(masker.seal(data, message_id), message_id) == data
 
 
 def test_seal_is_not_deterministic(masker: Masker) -> None:
     data = b'{"ip": "1.2.3.4"}'
-    sealed = {masker.seal(data) for _ in range(20)}
+    sealed = {masker.seal(data, "m-1") for _ in range(20)}
     assert len(sealed) == 20
     assert all(b"1.2.3.4" not in s.encode() for s in sealed)
 
 
+@pytest.mark.parametrize("other", ["m-2", "m-1 ", "M-1", "", "m-"])
+def test_a_sealed_body_opens_only_for_its_message(masker: Masker, other: str) -> None:
+    sealed = masker.seal(b"body of m-1", "m-1")
+    with pytest.raises(MaskingError, match="moved from another message"):
+        masker.open_sealed(sealed, other)
+
+
 def test_sealed_with_old_key_opens_after_rotation() -> None:
-    sealed = Masker(KEY_A).seal(b"body")
-    assert Masker(KEY_B, [KEY_A]).open_sealed(sealed) == b"body"
+    sealed = Masker(KEY_A).seal(b"body", "m-1")
+    assert Masker(KEY_B, [KEY_A]).open_sealed(sealed, "m-1") == b"body"
     with pytest.raises(UnknownMaskError):
-        Masker(KEY_B).open_sealed(sealed)
+        Masker(KEY_B).open_sealed(sealed, "m-1")
 
 
 def test_sealed_body_is_not_a_mask(masker: Masker) -> None:
-    sealed = masker.seal(b"1.2.3.4")
+    sealed = masker.seal(b"1.2.3.4", "m-1")
     with pytest.raises(UnknownMaskError):
         masker.unmask("ip", sealed)
 
 
+def test_a_mask_is_not_a_sealed_body(masker: Masker) -> None:
+    with pytest.raises(MaskingError):
+        masker.open_sealed(masker.mask("ip", "1.2.3.4"), "m-1")
+
+
 def test_open_sealed_tampered(masker: Masker) -> None:
-    kid, payload = masker.seal(b"body").split(".")
+    kid, payload = masker.seal(b"body", "m-1").split(".")
     flipped = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
     for bad in [f"{kid}.", f"{kid}.A", f"{kid}.{flipped}", f"{kid}.{payload[:10]}"]:
         with pytest.raises(MaskingError):
-            masker.open_sealed(bad)
+            masker.open_sealed(bad, "m-1")
 
 
 @given(st.text())
@@ -264,7 +289,234 @@ def test_open_sealed_arbitrary_text_only_raises_masking_error(text: str) -> None
     masker = Masker(KEY_A)
     for candidate in (text, f"{masker.key_id}.{text}"):
         with pytest.raises(MaskingError):
-            masker.open_sealed(candidate)
+            masker.open_sealed(candidate, "m-1")
+
+
+# -- lengths: masks show a 16-byte bucket, never a length ------------------------
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_every_ipv4_mask_has_one_length(n: int) -> None:
+    masker = Masker(KEY_A)
+    ip = str(ipaddress.IPv4Address(n))
+    assert len(masker.mask("ip", ip)) == len(masker.mask("ip", "0.0.0.0")) == 52
+
+
+def test_shortest_and_longest_ipv4_masks_have_one_length(masker: Masker) -> None:
+    lengths = {len(masker.mask("ip", ip)) for ip in ("0.0.0.0", "1.2.3.4", "255.255.255.255")}
+    assert lengths == {52}
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_mask_length_depends_only_on_the_bucket(masker: Masker, field: str) -> None:
+    # Expected: key id (8) + "." + base64url of the SIV tag (16) and the padded value,
+    # the value's bytes plus at least one byte of padding, rounded up to 16.
+    for n in range(100):
+        padded = (n // 16 + 1) * 16
+        expected = 9 + len(base64.urlsafe_b64encode(bytes(16 + padded)).rstrip(b"="))
+        assert len(masker.mask(field, "x" * n)) == expected, n
+
+
+@given(st.binary(max_size=100))
+def test_pad_round_trip(data: bytes) -> None:
+    padded = pad(data)
+    assert len(padded) % 16 == 0 and len(data) < len(padded) <= len(data) + 16
+    assert unpad(padded) == data
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"\x00" * 16, b"abc", b"x" * 15 + b"\x81", b"x" * 14 + b"\x80\x01", b"\x80" + bytes(31)],
+    ids=["empty", "zeros", "short", "no-marker", "junk-after-marker", "a-whole-extra-block"],
+)
+def test_unpad_refuses_what_pad_never_makes(bad: bytes) -> None:
+    with pytest.raises(ValueError):
+        unpad(bad)
+
+
+# -- only canonical base64url ----------------------------------------------------
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _respell(mask: str) -> list[str]:
+    """Other texts that a lenient base64 decoder would read as the same bytes."""
+    kid, payload = mask.split(".")
+    # 43 characters carry 258 bits for 32 bytes: the last one has 2 unused bits.
+    sibling = payload[:-1] + _ALPHABET[_ALPHABET.index(payload[-1]) ^ 1]
+    assert _kat_unb64url(sibling) == _kat_unb64url(payload)
+    return [
+        f"{kid}.{payload}=",  # padded
+        f"{kid}.{payload[:10]}\n{payload[10:]}",  # a line break inside
+        f"{kid}.{payload[:10]} {payload[10:]}",  # a space inside
+        f"{kid}.{payload.replace('-', '+').replace('_', '/')}",  # standard alphabet
+        f"{kid}.{payload}.",  # a second dot
+        f"{kid}.{sibling}",  # unused bits set
+        f"{kid.upper()}.{payload}",  # the key id in upper case
+    ]
+
+
+def test_only_canonical_base64url_is_accepted(masker: Masker) -> None:
+    # '-' and '_' must occur so the standard-alphabet spelling differs.
+    values = [f"10.0.0.{n}" for n in range(256)]
+    mask = next(m for m in (masker.mask("ip", v) for v in values) if "-" in m or "_" in m)
+    assert masker.unmask("ip", mask) in values
+    for variant in _respell(mask):
+        with pytest.raises(UnknownMaskError):
+            masker.unmask("ip", variant)
+
+
+@pytest.mark.parametrize("text", ["", "QQ", "QUI", "QUJD", "_-8"])
+def test_unb64url_round_trips_canonical_text(text: str) -> None:
+    assert b64url(unb64url(text)) == text
+
+
+@pytest.mark.parametrize("text", ["Q", "QR", "QUJ=", "QU=J", "QU J", "QU+J", "QU/J", "QUJDé"])
+def test_unb64url_refuses_other_spellings(text: str) -> None:
+    with pytest.raises(ValueError):
+        unb64url(text)
+
+
+# -- one key, separate uses ------------------------------------------------------
+
+
+def test_subkeys_are_hkdf_of_the_master_key_and_differ() -> None:
+    mask_key, body_key = derive(KEY_A, MASK_INFO), derive(KEY_A, BODY_INFO)
+    assert len(mask_key) == len(body_key) == 64
+    assert len({mask_key, body_key, KEY_A}) == 3
+    assert mask_key == _hkdf(KEY_A, b"login-etl v2 mask key")
+    assert body_key == _hkdf(KEY_A, b"login-etl v2 sealed-body key")
+
+
+def test_the_master_key_itself_opens_nothing(masker: Masker) -> None:
+    mask = masker.mask("ip", IP)
+    raw = base64.urlsafe_b64decode(mask.split(".")[1] + "=")
+    with pytest.raises(InvalidTag):
+        AESSIV(KEY_A).decrypt(raw, [b"ip"])
+    with pytest.raises(InvalidTag):
+        AESSIV(derive(KEY_A, BODY_INFO)).decrypt(raw, [b"ip"])  # nor the body key
+
+
+# -- known answers -----------------------------------------------------------------
+# Literals made once with the format above (HKDF subkeys, padded values, message
+# ids bound to bodies) and never recomputed by the code under test. A change to
+# the key-id salt, the HKDF info, the padding, the associated data or the
+# encoding would still round-trip in every test above, yet orphan every stored
+# mask and body; these catch it. Each is also opened by the construction
+# written out below with `cryptography` alone.
+
+KEY_A_ID, KEY_B_ID = "7jyit6td", "2qziraxf"
+IP, IPV6, DEVICE_ID = "199.172.111.135", "2001:db8::1", "593-47-5928"
+MASK_A_IP = "7jyit6td.JtG-FBzrbEOa4IhFDMAwfQTIatZ0Ej9UJDtacPr9wRs"
+MASK_A_IPV6 = "7jyit6td.y2oJLD0rkqfGDZ6bZbaj-Xjqp3XNWdYBtbZ22YtJOgA"
+MASK_A_DEVICE = "7jyit6td.wA2q90TJes26bCauUsgL7vNe56sZ8Witk-y8U94mukU"
+MASK_B_IP = "2qziraxf.EWUTJ9ojHprsIY67Vr65YABjIsXt705ehJv7Q9ci8Vs"
+# Rejected bodies sealed under KEY_A (random nonce, so made once and stored).
+BODY, BODY_ID = '{"user_id": "u", "ip": "not json', "msg-1"
+SEALED_A = (
+    "7jyit6td.o5uJddtXnyTY9hg59Povo62wEY56eMWbwJ7GTi75rNv3D4bLu1iYH65o"
+    "daqJi7QF5d21ihulFkMTOET9P_z6Gw"
+)
+# A body holding a lone surrogate (SQS accepts it, UTF-8 cannot encode it): sealed
+# as UTF-8 with surrogatepass.
+SURROGATE_BODY, SURROGATE_ID = "not json \ud800", "msg-2"
+SEALED_SURROGATE_A = "7jyit6td.NyH-2WpUHM_dxLZGRRDMGLrKuI-Hue1qH9YymFveyoXfUfiopF0mU8QygEg"
+
+
+def _hkdf(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=info).derive(key)
+
+
+def _kat_key_id(key: bytes) -> str:
+    """First 40 bits of SHA-256("login-etl key id" NUL key), base32, lower case."""
+    return (
+        base64.b32encode(hashlib.sha256(b"login-etl key id\x00" + key).digest()[:5])
+        .decode()
+        .lower()
+    )
+
+
+def _kat_unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _kat_unmask(key: bytes, field: str, mask: str) -> str:
+    """AES-SIV under HKDF(key, "login-etl v2 mask key"), the column name as associated
+    data, then the 0x80 0x00… padding removed."""
+    kid, _, payload = mask.partition(".")
+    assert kid == _kat_key_id(key)
+    padded = AESSIV(_hkdf(key, b"login-etl v2 mask key")).decrypt(
+        _kat_unb64url(payload), [field.encode()]
+    )
+    assert len(padded) % 16 == 0
+    return padded.rstrip(b"\x00")[:-1].decode()
+
+
+def _kat_open(key: bytes, sealed: str, message_id: str) -> bytes:
+    """base64url(16-byte nonce + AES-SIV ciphertext) under HKDF(key, "login-etl v2
+    sealed-body key"), associated data [b"login-etl:rejected-body", message id, nonce]."""
+    kid, _, payload = sealed.partition(".")
+    assert kid == _kat_key_id(key)
+    raw = _kat_unb64url(payload)
+    body_key = AESSIV(_hkdf(key, b"login-etl v2 sealed-body key"))
+    return body_key.decrypt(raw[16:], [b"login-etl:rejected-body", message_id.encode(), raw[:16]])
+
+
+def test_known_key_ids() -> None:
+    assert (key_id(KEY_A), key_id(KEY_B)) == (KEY_A_ID, KEY_B_ID)
+    assert (_kat_key_id(KEY_A), _kat_key_id(KEY_B)) == (KEY_A_ID, KEY_B_ID)
+    assert (Masker(KEY_A).key_id, Masker(KEY_B).key_id) == (KEY_A_ID, KEY_B_ID)
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "value", "stored"),
+    [
+        (KEY_A, "ip", IP, MASK_A_IP),
+        (KEY_A, "ip", IPV6, MASK_A_IPV6),
+        (KEY_A, "device_id", DEVICE_ID, MASK_A_DEVICE),
+        (KEY_B, "ip", IP, MASK_B_IP),
+    ],
+    ids=["a-ip", "a-ipv6", "a-device_id", "b-ip"],
+)
+def test_known_masks(key: bytes, field: str, value: str, stored: str) -> None:
+    assert Masker(key).mask(field, value) == stored
+    assert Masker(key).unmask(field, stored) == value
+    assert _kat_unmask(key, field, stored) == value
+
+
+def test_known_masks_after_a_rotation() -> None:
+    rotated = Masker(KEY_B, old=[KEY_A])
+    assert rotated.unmask("ip", MASK_A_IP) == IP
+    assert rotated.unmask("device_id", MASK_A_DEVICE) == DEVICE_ID
+    assert rotated.is_current(MASK_B_IP) and not rotated.is_current(MASK_A_IP)
+    with pytest.raises(UnknownMaskError):
+        Masker(KEY_B).unmask("ip", MASK_A_IP)
+    with pytest.raises(UnknownMaskError):
+        Masker(KEY_A).unmask("device_id", MASK_A_IP)  # bound to its column
+
+
+def test_known_sealed_bodies_open() -> None:
+    assert Masker(KEY_A).open_sealed(SEALED_A, BODY_ID) == BODY.encode()
+    assert _kat_open(KEY_A, SEALED_A, BODY_ID) == BODY.encode()
+    assert Masker(KEY_B, old=[KEY_A]).open_sealed(SEALED_A, BODY_ID) == BODY.encode()
+    raw = Masker(KEY_A).open_sealed(SEALED_SURROGATE_A, SURROGATE_ID)
+    assert raw == _kat_open(KEY_A, SEALED_SURROGATE_A, SURROGATE_ID)
+    assert raw.decode("utf-8", "surrogatepass") == SURROGATE_BODY
+
+
+def test_a_known_sealed_body_moved_to_another_message_does_not_open() -> None:
+    with pytest.raises(MaskingError):
+        Masker(KEY_A).open_sealed(SEALED_A, SURROGATE_ID)
+    with pytest.raises(InvalidTag):
+        _kat_open(KEY_A, SEALED_A, SURROGATE_ID)
+
+
+def test_new_seals_use_the_known_construction() -> None:
+    sealed = Masker(KEY_A).seal(BODY.encode(), BODY_ID)
+    assert sealed.startswith(KEY_A_ID + ".")
+    assert len(_kat_unb64url(sealed.partition(".")[2])) == 16 + 16 + len(BODY.encode())
+    assert _kat_open(KEY_A, sealed, BODY_ID) == BODY.encode()
 
 
 def test_decode_key_accepts_unpadded_urlsafe_base64() -> None:

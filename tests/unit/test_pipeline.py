@@ -125,7 +125,7 @@ def test_every_message_ends_as_one_row_or_rejection(
         )
     for mid, rejection in sink.rejections.items():
         assert isinstance(parse_event(bodies[mid], SENT), Invalid)
-        assert open_body(masker, rejection.sealed_body) == bodies[mid]
+        assert open_body(masker, rejection.sealed_body, rejection.message_id) == bodies[mid]
 
     invalid = sum(isinstance(parse_event(b, SENT), Invalid) for b in bodies.values())
     assert invalid > 0
@@ -266,7 +266,7 @@ def test_refused_row_becomes_db_error_rejection(masker: Masker) -> None:
     assert list(sink.rejections) == [bad_id]
     rejection = sink.rejections[bad_id]
     assert rejection.reason == "db_error:22001"
-    assert open_body(masker, rejection.sealed_body) == bodies[bad_id]
+    assert open_body(masker, rejection.sealed_body, rejection.message_id) == bodies[bad_id]
     assert (stats.loaded, stats.rejected) == (7, 1)
     assert stats.reasons == {"db_error:22001": 1}
     assert source.deleted == set(bodies)

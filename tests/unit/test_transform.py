@@ -77,7 +77,7 @@ def test_invalid_message_becomes_sealed_rejection(masker: Masker, body: str, rea
     assert rejection.message_id == "m-7"
     assert rejection.receive_count == 3
     assert rejection.sent_at == SENT
-    assert open_body(masker, rejection.sealed_body) == body
+    assert open_body(masker, rejection.sealed_body, rejection.message_id) == body
     assert rejection.sealed_body.startswith(masker.key_id + ".")
     if len(body) > 8:
         assert body not in rejection.sealed_body
@@ -89,13 +89,13 @@ def test_body_with_raw_lone_surrogate_round_trips(masker: Masker) -> None:
     rejection = transform(message(body), masker)
     assert isinstance(rejection, Rejection)
     assert rejection.reason == "invalid_json"
-    assert open_body(masker, rejection.sealed_body) == body
+    assert open_body(masker, rejection.sealed_body, rejection.message_id) == body
 
 
 @given(st.text())
 def test_seal_body_round_trip_any_text(body: str) -> None:
     masker = Masker(KEY_A)
-    assert open_body(masker, seal_body(masker, body)) == body
+    assert open_body(masker, seal_body(masker, body, "m-1"), "m-1") == body
 
 
 @given(st.text())
@@ -104,7 +104,7 @@ def test_transform_never_raises(body: str) -> None:
     out = transform(message(body), masker)
     assert isinstance(out, Row | Rejection)
     if isinstance(out, Rejection):
-        assert open_body(masker, out.sealed_body) == body
+        assert open_body(masker, out.sealed_body, out.message_id) == body
 
 
 def _longest_ok_value() -> int:
@@ -124,7 +124,9 @@ def test_mask_too_long(masker: Masker) -> None:
     too_long = transform(message(record_body(device_id="1" * (limit + 1))), masker)
     assert isinstance(too_long, Rejection)
     assert too_long.reason == "mask_too_long:device_id"
-    assert json.loads(open_body(masker, too_long.sealed_body))["device_id"] == "1" * (limit + 1)
+    assert json.loads(open_body(masker, too_long.sealed_body, too_long.message_id))[
+        "device_id"
+    ] == "1" * (limit + 1)
 
 
 def test_two_hundred_char_ip_is_rejected(masker: Masker) -> None:
@@ -162,7 +164,7 @@ def test_reject_builds_rejection(masker: Masker) -> None:
         "db_error:whatever",
         2,
     )
-    assert open_body(masker, rejection.sealed_body) == msg.body
+    assert open_body(masker, rejection.sealed_body, rejection.message_id) == msg.body
 
 
 def test_message_repr_hides_body() -> None:
@@ -217,4 +219,4 @@ def test_full_transform_of_hostile_json_is_a_row_or_a_rejection(value) -> None:
         assert not CONTROL.search(out.user_id)
     else:
         assert REASON.fullmatch(out.reason) or out.reason.startswith("mask_too_long:"), out.reason
-        assert open_body(masker, out.sealed_body) == body
+        assert open_body(masker, out.sealed_body, out.message_id) == body
