@@ -17,8 +17,9 @@ import click
 
 from login_etl import __version__, logs, redact, render, service
 from login_etl.config import ALIASES, SPECS, Settings, Spec
-from login_etl.errors import ConfigError, LoginEtlError, MaskingError
+from login_etl.errors import ConfigError, LoginEtlError
 from login_etl.masking import generate_key
+from login_etl.reveal import escape
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -187,37 +188,88 @@ def run(drain: bool, max_messages: int | None, **flags: Any) -> None:
 def init_db(**flags: Any) -> None:
     """Create user_logins (if absent) and the service's own tables."""
     service.init_db(load(flags, "database_url"))
-    click.echo("schema ready: user_logins, user_logins_rejected, login_etl_ledger")
+    click.echo(
+        "schema ready: user_logins, user_logins_rejected, login_etl_ledger, login_etl_pii_access"
+    )
 
 
 @cli.command()
 def keygen() -> None:
-    """Print a new random 512-bit masking key (base64) for LOGIN_ETL_MASKING_KEY."""
+    """Print a new random 512-bit master key (base64) for LOGIN_ETL_MASKING_KEY."""
     click.echo(generate_key())
 
 
+def purpose_options(*, required: bool) -> Callable[[F], F]:
+    """--purpose and --actor: what every command that reveals PII records first."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option(
+            "--actor",
+            metavar="NAME",
+            help="Who asks, for the audit (default: the OS user).",
+        )(fn)
+        return click.option(
+            "--purpose",
+            metavar="TEXT",
+            required=required,
+            help="Why PII is revealed (a ticket, a case): recorded in login_etl_pii_access "
+            "before anything is shown.",
+        )(fn)
+
+    return decorate
+
+
+UNMASK = ("database_url", "masking_key", "masking_old_keys")
+
+
 @cli.command()
-@settings_options("masking_key", "masking_old_keys")
+@settings_options(*UNMASK)
 @click.option(
     "--field",
     "field_name",
     type=click.Choice(["ip", "device_id"]),
-    required=True,
-    help="The column the masks come from.",
+    help="The column the masks come from (with --user-id: only this column).",
 )
+@click.option("--user-id", metavar="ID", help="Reveal this user's rows instead of given masks.")
+@purpose_options(required=True)
 @click.argument("masks", nargs=-1)
-def unmask(field_name: str, masks: tuple[str, ...], **flags: Any) -> None:
-    """Print the original value of each MASK, one per line (masks from stdin if none given)."""
-    masker = load(flags, "masking_key", "masking_old_keys").masker()
-    items = list(masks) or [line.strip() for line in sys.stdin if line.strip()]
-    originals = []
-    for n, mask in enumerate(items, 1):
-        try:
-            originals.append(masker.unmask(field_name, mask))
-        except MaskingError as exc:
-            raise Failure(f"mask {n}: {exc}") from None
-    for value in originals:
-        click.echo(value)
+def unmask(
+    field_name: str | None,
+    user_id: str | None,
+    purpose: str,
+    actor: str | None,
+    masks: tuple[str, ...],
+    **flags: Any,
+) -> None:
+    """Print the original value of each MASK (masks from stdin if none given).
+
+    Exactly one line per mask, in order; an empty input line gives an empty
+    line. With --user-id: one tab-separated line per row of that user
+    (create_date, device_type, ip, device_id), after a header. Control
+    characters are printed escaped (\\xNN), a backslash as \\\\. An audit
+    row is committed before anything is printed.
+    """
+    settings = load(flags, *UNMASK)
+    why = service.Purpose(purpose, actor)
+    if user_id is not None:
+        if masks:
+            raise ConfigError("give MASKs or --user-id, not both")
+        fields = [field_name] if field_name else ["ip", "device_id"]
+        render.user_logins(service.unmask_user(settings, user_id, fields, why), fields)
+        return
+    if field_name is None:
+        raise ConfigError("give --field ip or --field device_id (or --user-id)")
+    items = list(masks) if masks else _lines(sys.stdin.read())
+    for value in service.unmask_masks(settings, field_name, items, why):
+        click.echo(escape(value))
+
+
+def _lines(text: str) -> list[str]:
+    """Input lines split on newlines only (as psql prints them), without line ends."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return [line.rstrip("\r") for line in lines]
 
 
 @cli.command()
@@ -311,15 +363,32 @@ def rejects() -> None:
     help="How many recent rejections to show.",
 )
 @click.option("--reason", help="Only this reason.")
-@click.option("--show-bodies", is_flag=True, help="Decrypt and show bodies (needs the key).")
+@click.option(
+    "--show-bodies",
+    is_flag=True,
+    help="Decrypt and show bodies, ip and device_id masked (needs the key and --purpose).",
+)
+@click.option("--reveal-pii", is_flag=True, help="With --show-bodies: ip and device_id in clear.")
+@purpose_options(required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def rejects_list(
-    limit: int, reason: str | None, show_bodies: bool, as_json: bool, **flags: Any
+    limit: int,
+    reason: str | None,
+    show_bodies: bool,
+    reveal_pii: bool,
+    purpose: str | None,
+    actor: str | None,
+    as_json: bool,
+    **flags: Any,
 ) -> None:
     """Rejections by reason and the most recent message ids."""
     settings = load(flags, "database_url", "masking_key", "masking_old_keys")
     counts, recent = service.list_rejections(
-        settings, limit=limit, reason=reason, show_bodies=show_bodies
+        settings,
+        limit=limit,
+        reason=reason,
+        bodies=service.Purpose(purpose, actor) if show_bodies else None,
+        reveal_pii=reveal_pii,
     )
     render.rejections(counts, recent, as_json=as_json)
 

@@ -18,6 +18,7 @@ import psycopg
 
 from login_etl.masking import Masker
 from login_etl.postgres import is_row_error, locked_pages
+from login_etl.reveal import masked_body
 from login_etl.sqlfiles import query
 from login_etl.transform import Message, Row, open_body, transform
 
@@ -54,20 +55,22 @@ def recent(
     limit: int = 20,
     reason: str | None = None,
     masker: Masker | None = None,
+    reveal_pii: bool = False,
 ) -> list[Rejected]:
-    """The newest rejections; bodies are opened only when `masker` is given."""
+    """The newest rejections; bodies are opened only when `masker` is given.
+
+    An opened body has its ip and device_id masked unless `reveal_pii`.
+    """
     rows = conn.execute(query("rejects_recent"), {"reason": reason, "limit": limit}).fetchall()
-    return [
-        Rejected(
-            message_id=r[0],
-            reason=r[1],
-            sent_at=r[2],
-            rejected_at=r[3],
-            receive_count=r[4],
-            body=open_body(masker, r[5], r[0]) if masker is not None else None,
-        )
-        for r in rows
-    ]
+    out = []
+    for message_id, why, sent_at, rejected_at, receive_count, sealed in rows:
+        body = None
+        if masker is not None:
+            body = open_body(masker, sealed, message_id)
+            if not reveal_pii:
+                body = masked_body(body, masker)
+        out.append(Rejected(message_id, why, sent_at, rejected_at, receive_count, body))
+    return out
 
 
 def _row_params(row: Row) -> dict[str, Any]:

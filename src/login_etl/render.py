@@ -12,6 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from login_etl.rejects import Rejected
+from login_etl.reveal import escape
+from login_etl.service import UserLogin
 
 
 def _utc(moment: datetime) -> str:
@@ -67,6 +69,15 @@ def rejections(
             str(r.receive_count),
         ]
         if show_bodies:
-            cells.append(Text(r.body or ""))  # never as markup
+            cells.append(Text(escape(r.body or "")))  # never as markup, no raw controls
         table.add_row(*cells)
     console.print(table)
+
+
+def user_logins(rows: Sequence[UserLogin], fields: Sequence[str]) -> None:
+    """One user's rows as tab-separated lines after a header, every cell escaped."""
+    click.echo("\t".join(["create_date", "device_type", *fields]))
+    for r in rows:
+        cells = [str(r.create_date or ""), r.device_type or ""]
+        cells += [(r.ip if f == "ip" else r.device_id) or "" for f in fields]
+        click.echo("\t".join(escape(c) for c in cells))

@@ -186,15 +186,16 @@ def test_unmask_round_trip_through_cli(etl_env, sqs_client) -> None:
     m_ip, m_dev = query(
         etl_env.database_url, "SELECT masked_ip, masked_device_id FROM user_logins"
     )[0]
-    ip = cli(etl_env.vars(), "unmask", "--field", "ip", m_ip)
+    why = ("--purpose", "round trip check")
+    ip = cli(etl_env.vars(), "unmask", "--field", "ip", *why, m_ip)
     assert (ip.returncode, ip.stdout) == (0, "203.0.113.9\n")
-    dev = cli(etl_env.vars(), "unmask", "--field", "device_id", m_dev)
+    dev = cli(etl_env.vars(), "unmask", "--field", "device_id", *why, m_dev)
     assert (dev.returncode, dev.stdout) == (0, "555-12-3456\n")
-    wrong_field = cli(etl_env.vars(), "unmask", "--field", "device_id", m_ip)
+    wrong_field = cli(etl_env.vars(), "unmask", "--field", "device_id", *why, m_ip)
     assert wrong_field.returncode == 1
     assert wrong_field.stderr.startswith("login-etl: error:")
     other_key = cli(
-        etl_env.vars(LOGIN_ETL_MASKING_KEY=generate_key()), "unmask", "--field", "ip", m_ip
+        etl_env.vars(LOGIN_ETL_MASKING_KEY=generate_key()), "unmask", "--field", "ip", *why, m_ip
     )
     assert other_key.returncode == 1
     assert "not made by a known key" in other_key.stderr

@@ -49,12 +49,23 @@ def test_rejects_list_counts_and_bodies(etl_env, sqs_client) -> None:
     assert doc["total"] == 5 and len(doc["recent"]) == 5
     assert all("body" not in r for r in doc["recent"])  # bodies only on request
     with_bodies = json.loads(
-        cli(etl_env.vars(), "rejects", "list", "--json", "--show-bodies").stdout
+        cli(
+            etl_env.vars(),
+            "rejects",
+            "list",
+            "--json",
+            "--show-bodies",
+            "--reveal-pii",
+            "--purpose",
+            "triage of malformed messages",
+        ).stdout
     )
     bodies = {r["body"] for r in with_bodies["recent"]}
     assert "not json" in bodies
     assert json.dumps({"foo": "oops_wrong_msg_type", "bar": "123"}) in bodies
-    no_key = cli(etl_env.vars(LOGIN_ETL_MASKING_KEY=""), "rejects", "list", "--show-bodies")
+    no_key = cli(
+        etl_env.vars(LOGIN_ETL_MASKING_KEY=""), "rejects", "list", "--show-bodies", "--purpose", "x"
+    )
     assert no_key.returncode == 2
     table = cli(etl_env.vars(), "rejects", "list", "--reason", "invalid_json")
     assert table.returncode == 0 and "invalid_json" in table.stdout

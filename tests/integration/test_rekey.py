@@ -47,7 +47,9 @@ def test_rotation_then_rekey_restores_duplicates_and_retires_the_old_key(
     assert new_only.unmask("device_id", rows[0][1]) == shared["device_id"]
     # The old key can go: bodies open with the new key alone.
     retired = etl_env.vars(LOGIN_ETL_MASKING_KEY=new_key)
-    listed = cli(retired, "rejects", "list", "--json", "--show-bodies")
+    listed = cli(
+        retired, "rejects", "list", "--json", "--show-bodies", "--reveal-pii", "--purpose", "check"
+    )
     assert listed.returncode == 0, listed.stderr
     assert [r["body"] for r in json.loads(listed.stdout)["recent"]] == ["not json"]
     again = cli(retired, "rekey")

@@ -45,35 +45,47 @@ def test_keygen_prints_a_valid_key() -> None:
     assert key != second.stdout.strip()
 
 
-def test_keygen_key_works_for_unmask() -> None:
-    key = invoke(["keygen"]).stdout.strip()
-    mask = Masker(decode_key(key)).mask("ip", IP)
-    result = invoke(["unmask", "--field", "ip", mask], env={"LOGIN_ETL_MASKING_KEY": key})
-    assert result.exit_code == 0
-    assert result.stdout == f"{IP}\n"
+# -- unmask: every refusal comes before any key or database is touched -----------
+# (revealing paths, which commit an audit row first, run on real PostgreSQL in
+# tests/integration/test_pii.py)
+
+WHY = ["--purpose", "case 1234"]
+KEY_ENV = {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT}
 
 
-# -- unmask ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["unmask", "--field", "ip", Masker(KEY_A).mask("ip", IP)],
+        ["unmask", "--user-id", "u-1"],
+        ["unmask", "--field", "ip", "--actor", "alice", Masker(KEY_A).mask("ip", IP)],
+    ],
+    ids=["masks", "user-id", "actor-only"],
+)
+def test_unmask_without_purpose_reveals_nothing(args: list[str]) -> None:
+    # A bad key too: the missing purpose is what stops it, before the key is read.
+    result = invoke(args, env={"LOGIN_ETL_MASKING_KEY": "not-a-key"})
+    assert_one_line_error(result, 2, "--purpose")
+    assert IP not in result.output
 
 
-def test_unmask_with_key_from_env() -> None:
+@pytest.mark.parametrize(
+    ("purpose", "fragment"),
+    [("", "--purpose must not be empty"), ("   ", "must not be empty"), ("a\nb", "control")],
+)
+def test_unmask_with_a_blank_or_multiline_purpose(purpose: str, fragment: str) -> None:
     mask = Masker(KEY_A).mask("ip", IP)
-    result = invoke(["unmask", "--field", "ip", mask], env={"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT})
-    assert result.exit_code == 0, result.stderr
-    assert result.stdout == f"{IP}\n"
-    assert KEY_A_TEXT not in result.output
+    result = invoke(["unmask", "--field", "ip", "--purpose", purpose, mask], env=KEY_ENV)
+    assert_one_line_error(result, 2, fragment)
 
 
-def test_unmask_several_masks() -> None:
-    masker = Masker(KEY_A)
-    masks = [masker.mask("device_id", v) for v in (DEVICE, "111-22-3333", DEVICE)]
-    env = {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT}
-    result = invoke(["unmask", "--field", "device_id", *masks], env=env)
-    assert result.exit_code == 0, result.stderr
-    assert result.stdout.splitlines() == [DEVICE, "111-22-3333", DEVICE]
+def test_unmask_with_a_blank_actor() -> None:
+    mask = Masker(KEY_A).mask("ip", IP)
+    result = invoke(["unmask", "--field", "ip", *WHY, "--actor", " ", mask], env=KEY_ENV)
+    assert_one_line_error(result, 2, "--actor must not be empty")
 
 
-@pytest.mark.parametrize("command", [["unmask", "--field", "ip"], ["run"], ["rekey"]])
+@pytest.mark.parametrize("command", [["unmask", "--field", "ip", *WHY], ["run"], ["rekey"]])
 @pytest.mark.parametrize("flag", ["--masking-key", "--masking-old-keys"])
 def test_keys_are_never_taken_from_flags(command: list[str], flag: str) -> None:
     result = invoke([*command, flag, KEY_A_TEXT])
@@ -81,58 +93,88 @@ def test_keys_are_never_taken_from_flags(command: list[str], flag: str) -> None:
     assert KEY_A_TEXT not in line
 
 
-def test_unmask_reads_masks_from_stdin() -> None:
-    masker = Masker(KEY_A)
-    stdin = f"{masker.mask('ip', '1.1.1.1')}\n\n  {masker.mask('ip', '2.2.2.2')}  \n"
-    result = invoke(["unmask", "--field", "ip"], {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT}, stdin)
-    assert result.exit_code == 0, result.stderr
-    assert result.stdout.splitlines() == ["1.1.1.1", "2.2.2.2"]
-
-
-def test_unmask_after_rotation_with_old_key() -> None:
-    old_mask = Masker(KEY_A).mask("ip", IP)
-    env = {"LOGIN_ETL_MASKING_KEY": KEY_B_TEXT, "LOGIN_ETL_MASKING_OLD_KEYS": KEY_A_TEXT}
-    result = invoke(["unmask", "--field", "ip", old_mask], env=env)
-    assert result.exit_code == 0, result.stderr
-    assert result.stdout == f"{IP}\n"
+def _respelled(mask: str) -> str:
+    kid, payload = mask.split(".")
+    return f"{kid}.{payload}=="
 
 
 @pytest.mark.parametrize(
     "mask",
-    ["garbage", "zzzzzzzz.AAAA", Masker(KEY_B).mask("ip", IP), Masker(KEY_A).mask("device_id", IP)],
-    ids=["garbage", "unknown-key-id", "other-key", "other-field"],
+    [
+        "garbage",
+        "zzzzzzzz.AAAA",
+        Masker(KEY_B).mask("ip", IP),
+        Masker(KEY_A).mask("device_id", IP),
+        _respelled(Masker(KEY_A).mask("ip", IP)),
+        "\x1b[2J.AAAA",
+    ],
+    ids=["garbage", "unknown-key-id", "other-key", "other-field", "padded", "escape-sequence"],
 )
 def test_unmask_unknown_mask(mask: str) -> None:
-    env = {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT}
-    result = invoke(["unmask", "--field", "ip", mask], env=env)
-    assert_one_line_error(result, 1, "mask 1:")
+    result = invoke(["unmask", "--field", "ip", *WHY, mask], env=KEY_ENV)
+    line = assert_one_line_error(result, 1, "mask 1:")
     assert IP not in result.output
+    assert "\x1b" not in line
 
 
 def test_unmask_reports_which_mask_failed_and_prints_nothing() -> None:
     good = Masker(KEY_A).mask("ip", IP)
-    result = invoke(
-        ["unmask", "--field", "ip", good, "bad"], env={"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT}
-    )
+    result = invoke(["unmask", "--field", "ip", *WHY, good, "bad"], env=KEY_ENV)
     assert_one_line_error(result, 1, "mask 2:")
 
 
+def test_unmask_failure_on_stdin_names_the_line() -> None:
+    masker = Masker(KEY_A)
+    stdin = f"{masker.mask('ip', '1.1.1.1')}\n\nbad\n"
+    result = invoke(["unmask", "--field", "ip", *WHY], KEY_ENV, stdin)
+    assert_one_line_error(result, 1, "mask 3:")
+    assert "1.1.1.1" not in result.output
+
+
 def test_unmask_without_key() -> None:
-    result = invoke(["unmask", "--field", "ip", Masker(KEY_A).mask("ip", IP)])
+    result = invoke(["unmask", "--field", "ip", *WHY, Masker(KEY_A).mask("ip", IP)])
     assert_one_line_error(result, 2, "LOGIN_ETL_MASKING_KEY")
 
 
 @pytest.mark.parametrize("key", ["not-a-key", KEY_A_TEXT[:20], "QUJD"])
 def test_unmask_with_invalid_key(key: str) -> None:
-    result = invoke(["unmask", "--field", "ip", "x.y"], env={"LOGIN_ETL_MASKING_KEY": key})
+    result = invoke(["unmask", "--field", "ip", *WHY, "x.y"], env={"LOGIN_ETL_MASKING_KEY": key})
     line = assert_one_line_error(result, 2, "LOGIN_ETL_MASKING_KEY")
     assert key not in line
 
 
 def test_unmask_invalid_field_choice() -> None:
-    result = invoke(["unmask", "--field", "user_id", "x"], {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT})
+    result = invoke(["unmask", "--field", "user_id", *WHY, "x"], KEY_ENV)
     assert result.exit_code == 2
     assert "user_id" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["unmask", *WHY, "x.y"], "give --field ip or --field device_id"),
+        (["unmask", *WHY, "--user-id", "u", "x.y"], "not both"),
+    ],
+)
+def test_unmask_argument_errors(args: list[str], fragment: str) -> None:
+    assert_one_line_error(invoke(args, env=KEY_ENV), 2, fragment)
+
+
+# -- rejects list: bodies need a purpose -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--show-bodies"], "--purpose"),
+        (["--show-bodies", "--reveal-pii"], "--purpose"),
+        (["--show-bodies", "--purpose", " "], "must not be empty"),
+        (["--reveal-pii", "--purpose", "x"], "--reveal-pii needs --show-bodies"),
+    ],
+)
+def test_rejects_list_bodies_need_a_purpose(args: list[str], fragment: str) -> None:
+    result = invoke(["rejects", "list", *args], env={"LOGIN_ETL_MASKING_KEY": "not-a-key"})
+    assert_one_line_error(result, 2, fragment)
 
 
 # -- run: configuration errors never reach the network -------------------------------
@@ -200,7 +242,7 @@ def test_run_help_names_every_env_variable() -> None:
 @pytest.mark.parametrize(
     ("command", "variables"),
     [
-        ("unmask", ["LOGIN_ETL_MASKING_KEY", "LOGIN_ETL_MASKING_OLD_KEYS"]),
+        ("unmask", ["LOGIN_ETL_MASKING_KEY", "LOGIN_ETL_MASKING_OLD_KEYS", "--purpose"]),
         ("seed", ["LOGIN_ETL_QUEUE_URL"]),
         ("init-db", ["LOGIN_ETL_DATABASE_URL"]),
     ],

@@ -18,8 +18,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from login_etl.audit import Access, os_user, record
 from login_etl.dev.local import LocalPostgres, local_aws_env
 from login_etl.masking import Masker
+from login_etl.reveal import escape
 from login_etl.sqlfiles import query
 
 FIRST_ROWS = 5
@@ -82,11 +84,17 @@ def show_rows_and_duplicates(console: Console, conn: Any, masker: Masker) -> Non
 
     if rows:
         mask = rows[0][names.index("masked_ip")]
+        original = masker.unmask("ip", mask)
+        # As `login-etl unmask` does: the audit row is committed before the value is shown.
+        access = Access(os_user(), "demo", "ip", 1, "login-etl demo: show one recovery")
+        recorded = record(conn, access)
         console.print("[bold]Unmask[/] (key holders only; the one plaintext this demo prints):")
         console.print(f"  masked_ip {mask}", markup=False, highlight=False, soft_wrap=True)
-        console.print(f"  original  {masker.unmask('ip', mask)}", markup=False, soft_wrap=True)
+        console.print(f"  audit     login_etl_pii_access row {recorded.id}: {access.purpose}")
+        console.print(f"  original  {escape(original)}", markup=False, soft_wrap=True)
         console.print(
-            "[dim]  same as: login-etl unmask --field ip <mask>, with LOGIN_ETL_MASKING_KEY set[/]"
+            "[dim]  same as: login-etl unmask --field ip --purpose TEXT <mask>, "
+            "with LOGIN_ETL_MASKING_KEY set[/]"
         )
 
 

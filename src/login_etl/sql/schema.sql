@@ -33,3 +33,18 @@ CREATE TABLE IF NOT EXISTS user_logins_rejected (
     rejected_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS user_logins_rejected_reason ON user_logins_rejected (reason);
+
+-- Who revealed PII, when, how much and why: one row committed before
+-- `unmask` or `rejects list --show-bodies` shows anything. Never the values.
+CREATE TABLE IF NOT EXISTS login_etl_pii_access (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    accessed_at  timestamptz NOT NULL DEFAULT now(),
+    actor        text        NOT NULL,
+    db_role      text        NOT NULL DEFAULT current_user,
+    command      text        NOT NULL,
+    field        text        NOT NULL,
+    value_count  integer     NOT NULL CHECK (value_count >= 0),
+    purpose      text        NOT NULL CHECK (purpose <> ''),
+    user_id      varchar(128)
+);
+CREATE INDEX IF NOT EXISTS login_etl_pii_access_at ON login_etl_pii_access (accessed_at);

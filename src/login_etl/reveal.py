@@ -1,0 +1,134 @@
+"""What a key holder is shown: text safe for a terminal, bodies with PII masked (pure).
+
+`escape` makes any text one harmless line: a value stored before the strict
+rules (or a body, which can hold anything) may carry a newline that would
+break ``psql … | login-etl unmask`` pairing, or an escape sequence aimed at
+the reader's terminal.
+
+`masked_body` shows a rejected body with every ``ip`` and ``device_id``
+replaced by its mask (the one `user_logins` would hold, so it can be matched
+against loaded rows), at any depth, in flattened names (``{"device":
+{"id": …}}``) and inside an SNS envelope's message. A body that is not JSON
+cannot be searched for those fields, so it is hidden whole.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from login_etl.events import canonical_ip
+from login_etl.masking import Masker
+
+PII_FIELDS = ("ip", "device_id")
+_HIDDEN = "***"
+
+
+def escape(text: str) -> str:
+    """`text` as one printable line, readable back without doubt.
+
+    Every character Python does not call printable (controls, line and
+    paragraph separators, format characters such as bidi overrides, lone
+    surrogates, unassigned code points, spaces other than U+0020) is written
+    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``, and a backslash ``\\\\``.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text  # the usual case, without a walk per character
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif not char.isprintable():
+            code = ord(char)
+            if code < 0x100:
+                out.append(f"\\x{code:02x}")
+            elif code < 0x10000:
+                out.append(f"\\u{code:04x}")
+            else:
+                out.append(f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+class _Object(list[tuple[str, Any]]):
+    """A JSON object as its pairs: repeated keys are kept (and masked) too."""
+
+    __slots__ = ()
+
+
+class _Raw(str):
+    """A JSON number or constant, written back exactly as it was."""
+
+    __slots__ = ()
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_Object, parse_int=_Raw, parse_float=_Raw, parse_constant=_Raw
+)
+
+
+def masked_body(body: str, masker: Masker) -> str:
+    """`body` re-encoded with every ip and device_id masked; hidden whole if not JSON."""
+    try:
+        doc = _DECODER.decode(body)
+        return _encode(_walk(doc, "", masker))
+    except (ValueError, RecursionError):
+        return f"[{len(body)} characters, not JSON: hidden; --reveal-pii shows them]"
+
+
+def _pii_field(name: str) -> str | None:
+    lowered = name.lower()
+    return lowered if lowered in PII_FIELDS else None
+
+
+def _leads_to_pii(name: str) -> bool:
+    lowered = name.lower() + "_"
+    return any(field.startswith(lowered) for field in PII_FIELDS)
+
+
+def _walk(value: Any, prefix: str, masker: Masker) -> Any:
+    """`value` with PII masked; `prefix` is the flattened name of an enclosing object."""
+    if type(value) is _Object:
+        out = _Object()
+        for key, child in value:
+            field = _pii_field(prefix + key) or _pii_field(key)
+            if field is not None:
+                out.append((key, _mask(field, child, masker)))
+            elif type(child) is _Object and _leads_to_pii(prefix + key):
+                out.append((key, _walk(child, prefix + key + "_", masker)))
+            else:
+                out.append((key, _walk(child, "", masker)))
+        return out
+    if isinstance(value, list):
+        return [_walk(item, "", masker) for item in value]
+    if type(value) is str and value.lstrip()[:1] in ("{", "["):
+        try:  # an envelope's message: JSON inside a string
+            inner = _DECODER.decode(value)
+        except ValueError:
+            return value
+        return _encode(_walk(inner, "", masker))
+    return value
+
+
+def _mask(field: str, value: Any, masker: Masker) -> Any:
+    """The mask `user_logins` would hold for this value (canonical ip), or ``***``."""
+    if value is None:
+        return None
+    text = value if type(value) is str else _encode(value)
+    if field == "ip":
+        text = canonical_ip(text) or text
+    try:
+        return masker.mask(field, text)
+    except UnicodeEncodeError:  # a lone surrogate: no mask exists for it
+        return _HIDDEN
+
+
+def _encode(value: Any) -> str:
+    if type(value) is _Raw:
+        return str(value)
+    if type(value) is _Object:
+        return "{" + ", ".join(f"{json.dumps(k)}: {_encode(v)}" for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_encode(v) for v in value) + "]"
+    return json.dumps(value)

@@ -1,0 +1,156 @@
+"""reveal: one safe line per value, and bodies shown with ip and device_id masked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from login_etl.masking import Masker
+from login_etl.reveal import escape, masked_body
+from tests.unit.helpers import KEY_A, RECORD
+
+IP, DEVICE = RECORD["ip"], RECORD["device_id"]
+
+
+# -- escape ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("10.0.0.1", "10.0.0.1"),
+        ("10.0.0.1\n6.6.6.6", "10.0.0.1\\x0a6.6.6.6"),
+        ("\x1b[2Jdev", "\\x1b[2Jdev"),
+        ("a\tb\rc", "a\\x09b\\x0dc"),
+        ("del\x7f", "del\\x7f"),
+        ("next\x85line", "next\\x85line"),
+        ("sep\u2028arator", "sep\\u2028arator"),
+        ("back\\slash", "back\\\\slash"),
+        ("lone \ud800", "lone \\ud800"),
+        ("é ü 東京", "é ü 東京"),
+    ],
+)
+def test_escape(text: str, shown: str) -> None:
+    assert escape(text) == shown
+
+
+@given(st.text())
+def test_escape_gives_one_printable_line_that_can_be_read_back(text: str) -> None:
+    shown = escape(text)
+    assert shown.isprintable()
+    assert len(shown.splitlines()) <= 1
+    shown.encode("utf-8")  # no lone surrogate left
+    # Unambiguous: Python reads the escapes back to the original.
+    decoded = shown.encode("ascii", "backslashreplace").decode("unicode_escape")
+    assert decoded == text
+
+
+# -- masked_body -------------------------------------------------------------------
+
+
+@pytest.fixture
+def masker() -> Masker:
+    return Masker(KEY_A)
+
+
+def test_top_level_fields_are_masked_as_user_logins_holds_them(masker: Masker) -> None:
+    shown = json.loads(masked_body(json.dumps(RECORD), masker))
+    assert shown["ip"] == masker.mask("ip", IP)
+    assert shown["device_id"] == masker.mask("device_id", DEVICE)
+    assert {k: v for k, v in shown.items() if k not in ("ip", "device_id")} == {
+        k: v for k, v in RECORD.items() if k not in ("ip", "device_id")
+    }
+
+
+def test_ip_is_masked_in_canonical_form(masker: Masker) -> None:
+    shown = json.loads(masked_body('{"ip": "2001:DB8:0:0::1"}', masker))
+    assert shown["ip"] == masker.mask("ip", "2001:db8::1")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"device": {"id": "593-47-5928"}, "ip": "199.172.111.135"}',
+        '{"x": [{"y": {"ip": "199.172.111.135", "IP": "199.172.111.135"}}]}',
+        '{"ip": "199.172.111.135", "ip": "199.172.111.135"}',
+        '{"ip": 199172111135, "device_id": 5934759281.5e3}',
+        '{"ip": {"v4": "199.172.111.135"}, "device_id": ["593-47-5928"]}',
+        json.dumps({"Type": "Notification", "Message": json.dumps(RECORD)}),
+        json.dumps({"Type": "Notification", "Message": json.dumps({"device": {"id": DEVICE}})}),
+        '{"user_id": "u", "ip": "199.172.111.135"',  # not JSON
+        "199.172.111.135 593-47-5928",
+        "[" * 5000 + "]" * 5000,
+        '{"ip": "\\ud800 199.172.111.135"}',
+    ],
+    ids=[
+        "flattened",
+        "deep-and-upper-case",
+        "repeated",
+        "numbers",
+        "object-and-array",
+        "sns",
+        "sns-flattened",
+        "truncated",
+        "plain-text",
+        "too-deep",
+        "lone-surrogate",
+    ],
+)
+def test_no_plaintext_pii_survives(masker: Masker, body: str) -> None:
+    shown = masked_body(body, masker)
+    for secret in (IP, DEVICE, "199172111135", "5934759281", "593-47-5928"):
+        assert secret not in shown, shown
+
+
+def test_a_body_that_is_not_json_is_hidden_whole(masker: Masker) -> None:
+    body = '{"user_id": "u", "ip": "199.172.111.135"'
+    assert masked_body(body, masker) == f"[{len(body)} characters, not JSON: hidden; " + (
+        "--reveal-pii shows them]"
+    )
+
+
+def test_everything_else_is_kept_exactly(masker: Masker) -> None:
+    body = '{"n": 1.50, "big": 12345678901234567890, "t": true, "z": null, "s": "é\\n", "a": [1e3]}'
+    assert json.loads(masked_body(body, masker)) == json.loads(body)
+    assert "1.50" in masked_body(body, masker)  # numbers written back as they were
+    assert "12345678901234567890" in masked_body(body, masker)
+
+
+def test_a_null_ip_stays_null(masker: Masker) -> None:
+    assert json.loads(masked_body('{"ip": null}', masker)) == {"ip": None}
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(["ip", "device_id", "device", "id", "x"]), inner)
+        ),
+        max_leaves=12,
+    )
+)
+def test_generated_bodies_mask_every_ip_and_device_id(doc: object) -> None:
+    masker = Masker(KEY_A)
+    shown = json.loads(masked_body(json.dumps(doc), masker))
+
+    def check(original: object, masked: object) -> None:
+        if isinstance(original, dict):
+            assert isinstance(masked, dict) and masked.keys() == original.keys()
+            for key, value in original.items():
+                if key in ("ip", "device_id") and value is not None:
+                    assert isinstance(masked[key], str)
+                    assert masked[key].startswith(masker.key_id + ".")
+                elif key != "id":  # device.id: masked when its parent is "device"
+                    check(value, masked[key])
+        elif isinstance(original, list):
+            assert isinstance(masked, list) and len(masked) == len(original)
+            for a, b in zip(original, masked, strict=True):
+                check(a, b)
+        elif not (isinstance(original, str) and original.lstrip()[:1] in ("{", "[")):
+            assert masked == original
+
+    check(doc, shown)
