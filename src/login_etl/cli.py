@@ -194,9 +194,20 @@ def init_db(**flags: Any) -> None:
 
 
 @cli.command()
-def keygen() -> None:
-    """Print a new random 512-bit master key (base64) for LOGIN_ETL_MASKING_KEY."""
-    click.echo(generate_key())
+@click.option(
+    "--kms-key-id",
+    metavar="KEY",
+    help="Have AWS KMS make the key under this KMS key (id, ARN or alias) and print it as "
+    "kms:<base64 CiphertextBlob>; the plaintext is never printed.",
+)
+def keygen(kms_key_id: str | None) -> None:
+    """Print a new random 512-bit master key for LOGIN_ETL_MASKING_KEY."""
+    if kms_key_id is None:
+        click.echo(generate_key())
+        return
+    from login_etl import kms
+
+    click.echo(kms.new_data_key(kms_key_id))
 
 
 def purpose_options(*, required: bool) -> Callable[[F], F]:

@@ -17,6 +17,7 @@ Secrets never appear in ``repr``.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import stat
@@ -26,9 +27,9 @@ from typing import Any
 
 import click
 
-from login_etl import redact
+from login_etl import kms, redact
 from login_etl.errors import ConfigError
-from login_etl.masking import Masker, decode_key
+from login_etl.masking import Masker, check_key_length, decode_key
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,14 @@ class Settings:
         secret=True,
     )
     masking_key: str | None = setting(
-        "Base64 512-bit AES-SIV key (login-etl keygen).", click.STRING, secret=True, flag=False
+        "Base64 512-bit master key (login-etl keygen), or kms:<base64 CiphertextBlob> "
+        "(login-etl keygen --kms-key-id), decrypted by AWS KMS at start.",
+        click.STRING,
+        secret=True,
+        flag=False,
     )
     masking_old_keys: str = setting(
-        "Comma-separated older keys, accepted for unmasking and rekey only.",
+        "Comma-separated older keys (either form), accepted for unmasking and rekey only.",
         click.STRING,
         "",
         secret=True,
@@ -211,19 +216,35 @@ class Settings:
         return self.queue_url
 
     def masker(self) -> Masker:
-        """The masker built from the configured keys, or a ConfigError."""
+        """The masker built from the configured keys, or a ConfigError.
+
+        A key written ``kms:<base64 CiphertextBlob>`` is decrypted by AWS KMS
+        here; the key it yields is registered with `redact` at once.
+        """
         if not self.masking_key:
             raise ConfigError(
                 "no masking key: set LOGIN_ETL_MASKING_KEY or LOGIN_ETL_MASKING_KEY_FILE "
                 "(make one with `login-etl keygen`)"
             )
-        primary = decode_key(self.masking_key)
+        primary = _read_key(self.masking_key, "LOGIN_ETL_MASKING_KEY")
         old = [
-            decode_key(k, name=f"LOGIN_ETL_MASKING_OLD_KEYS[{i}]")
+            _read_key(k, f"LOGIN_ETL_MASKING_OLD_KEYS[{i}]")
             for i, k in enumerate(self.masking_old_keys.split(","))
             if k.strip()
         ]
         return Masker(primary, old)
+
+
+def _read_key(text: str, name: str) -> bytes:
+    """A 512-bit key from its base64 text, or from KMS for the ``kms:`` form."""
+    if not kms.is_kms(text):
+        return decode_key(text, name=name)
+    raw = check_key_length(kms.decrypt_key(text, name=name), name=name)
+    redact.register(
+        base64.b64encode(raw).decode("ascii"),
+        base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="),
+    )
+    return raw
 
 
 SPECS: dict[str, Spec] = {

@@ -10,7 +10,8 @@ queue) versus everything else::
     │   └── UnknownMaskError   no known key made this mask
     ├── RetryableError         transient: back off and retry
     │   ├── SourceUnavailable  SQS unreachable, throttled or 5xx
-    │   └── SinkUnavailable    PostgreSQL unreachable or restarting
+    │   ├── SinkUnavailable    PostgreSQL unreachable or restarting
+    │   └── KeyServiceUnavailable  KMS unreachable, throttled or 5xx
     ├── RetryTimeExceeded      a retryable failure outlasted --max-retry-time
     ├── DatabaseError          PostgreSQL refused a statement (not transient, not config)
     └── LocalServiceError      an embedded demo/test service failed to start
@@ -52,6 +53,10 @@ class SourceUnavailable(RetryableError):
 
 class SinkUnavailable(RetryableError):
     """The PostgreSQL server could not be reached or dropped the connection."""
+
+
+class KeyServiceUnavailable(RetryableError):
+    """AWS KMS could not be reached or failed while decrypting a masking key."""
 
 
 class RetryTimeExceeded(LoginEtlError):

@@ -132,9 +132,9 @@ def run(
     """Run the pipeline until drained, stopped by a signal, or `max_messages` are done."""
     for note in settings.notes:
         log.warning(note)
-    masker = settings.masker()
     stats = stats or Stats()
     retrier = Retrier(settings.max_retry_time, on_retry=stats.retried)
+    masker = retrier.call("KMS", settings.masker)
     source, info = source_for(settings, max_retry_time=settings.max_retry_time)
     if settings.init_db:
         retrier.call("init-db", lambda: init_db(settings))

@@ -177,6 +177,15 @@ def test_rejects_list_bodies_need_a_purpose(args: list[str], fragment: str) -> N
     assert_one_line_error(result, 2, fragment)
 
 
+# -- keygen with KMS: argument errors ---------------------------------------
+
+
+def test_keygen_kms_without_region_is_a_config_error(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    result = invoke(["keygen", "--kms-key-id", "alias/x"])
+    assert_one_line_error(result, 2, "KMS", "AWS_REGION")
+
+
 # -- run: configuration errors never reach the network -------------------------------
 
 

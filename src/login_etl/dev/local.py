@@ -155,7 +155,7 @@ class LocalPostgres(_Service):
 
 
 class LocalSqs(_Service):
-    """moto's SQS server on a free loopback port (a real HTTP endpoint)."""
+    """moto's server on a free loopback port (real HTTP): SQS, and KMS on the same port."""
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
