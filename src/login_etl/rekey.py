@@ -7,19 +7,26 @@ and masks it again with the primary key, a page per transaction, with rows
 locked (``FOR UPDATE SKIP LOCKED``) so workers keep loading meanwhile. Sealed
 rejection bodies are resealed too, after which the old key can be retired.
 A mask no known key made is left as it is and counted.
+
+`check_keys` guards the other way round: a worker whose keys made none of
+the masks already stored would split every duplicate from then on, so it
+refuses to start.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from login_etl.errors import MaskingError
+from login_etl.errors import ConfigError, MaskingError
 from login_etl.masking import Masker
 from login_etl.postgres import locked_pages
 from login_etl.sqlfiles import query
+
+_KEY_ID = re.compile(r"[a-z2-7]{8}")
 
 
 @dataclass
@@ -66,3 +73,28 @@ def rekey(conn: psycopg.Connection[Any], masker: Masker, *, page: int = 1000) ->
             )
             result.bodies += 1
     return result
+
+
+def check_keys(conn: psycopg.Connection[Any], masker: Masker) -> None:
+    """Raise ConfigError when `user_logins` holds masks and no configured key made any.
+
+    Cheap when the keys are right: the scan stops at the first mask one of
+    them made. The error names the key ids found and the ones configured.
+    """
+    found = conn.execute(query("key_check"), {"ids": masker.key_ids}).fetchone()
+    if found is None or not found[0] or found[1]:
+        return
+    # Whatever the table holds is shown only if it has the shape of a key id.
+    seen = sorted(
+        {
+            r[0] if _KEY_ID.fullmatch(r[0] or "") else "(not a key id)"
+            for r in conn.execute(query("key_ids_sample")).fetchall()
+        }
+    )
+    configured = ", ".join(masker.key_ids)
+    raise ConfigError(
+        f"user_logins holds masks made by key id(s) {', '.join(seen)}, and none by the "
+        f"configured key(s) {configured}: a new or mistyped LOGIN_ETL_MASKING_KEY would split "
+        "every duplicate. Set the key that made them (or list it in "
+        "LOGIN_ETL_MASKING_OLD_KEYS and run `login-etl rekey`)"
+    )

@@ -24,7 +24,7 @@ from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.pipeline import Options, Pipeline
 from login_etl.postgres import PostgresSink, init_schema, session
-from login_etl.rekey import RekeyResult, rekey
+from login_etl.rekey import RekeyResult, check_keys, rekey
 from login_etl.retry import Retrier
 from login_etl.sink import Sink
 from login_etl.source import QueueInfo, Source
@@ -138,6 +138,7 @@ def run(
     source, info = source_for(settings, max_retry_time=settings.max_retry_time)
     if settings.init_db:
         retrier.call("init-db", lambda: init_db(settings))
+    retrier.call("key check", lambda: check_stored_keys(settings, masker))
     threading.Thread(
         target=ledger.prune_periodically,
         args=(lambda: session(settings.database_url), info.retention_seconds, retrier),
@@ -193,6 +194,12 @@ def seed(settings: Settings, bodies: Sequence[str]) -> int:
     if not bodies:
         raise ConfigError("nothing to send")
     return SqsSource(settings.require_queue()).send_bodies(bodies)
+
+
+def check_stored_keys(settings: Settings, masker: Masker) -> None:
+    """Refuse (ConfigError) keys that made none of the masks `user_logins` holds."""
+    with session(settings.database_url) as conn:
+        check_keys(conn, masker)
 
 
 @dataclass(frozen=True)
