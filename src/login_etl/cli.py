@@ -443,6 +443,21 @@ def rekey(**flags: Any) -> None:
         raise Failure(f"{result.unreadable} values were made by no known key and were left as is")
 
 
+@cli.command("grant")
+@settings_options("database_url")
+@click.argument("kind", type=click.Choice(["writer", "analyst"]))
+@click.argument("role")
+def grant_role(kind: str, role: str, **flags: Any) -> None:
+    """Give an existing PostgreSQL ROLE exactly the writer or the analyst privileges.
+
+    writer: what `login-etl run --no-init-db` needs (INSERT and SELECT on
+    user_logins, DML on the service's own tables, temporary tables; no DDL).
+    analyst: SELECT on user_logins only. Run as the owner, after init-db.
+    """
+    service.grant_role(load(flags, "database_url"), kind, role)
+    click.echo(f"role {escape(role)} now has the {kind} privileges")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="login-etl")

@@ -20,6 +20,7 @@ from login_etl import audit, ledger, metrics, rejects
 from login_etl.audit import Access
 from login_etl.config import Settings
 from login_etl.errors import ConfigError, MaskingError
+from login_etl.grants import grant
 from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.pipeline import Options, Pipeline
@@ -306,6 +307,12 @@ def unmask_user(
         revealed = sum((r.ip is not None) + (r.device_id is not None) for r in found)
         audit.record(conn, why.access(command, field, revealed, user_id))
     return found
+
+
+def grant_role(settings: Settings, kind: str, role: str) -> None:
+    """Give an existing PostgreSQL role the `kind` (writer, analyst) set of privileges."""
+    with session(settings.database_url) as conn:
+        grant(conn, kind, role)
 
 
 def replay_rejections(settings: Settings, *, reason: str | None) -> rejects.ReplayResult:

@@ -177,13 +177,20 @@ def test_rejects_list_bodies_need_a_purpose(args: list[str], fragment: str) -> N
     assert_one_line_error(result, 2, fragment)
 
 
-# -- keygen with KMS: argument errors ---------------------------------------
+# -- keygen with KMS and grant: argument errors ---------------------------------------
 
 
 def test_keygen_kms_without_region_is_a_config_error(monkeypatch) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     result = invoke(["keygen", "--kms-key-id", "alias/x"])
     assert_one_line_error(result, 2, "KMS", "AWS_REGION")
+
+
+@pytest.mark.parametrize("args", [["grant"], ["grant", "owner", "r"], ["grant", "writer"]])
+def test_grant_argument_errors(args: list[str]) -> None:
+    result = invoke(args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
 
 
 # -- run: configuration errors never reach the network -------------------------------
@@ -252,6 +259,7 @@ def test_run_help_names_every_env_variable() -> None:
     ("command", "variables"),
     [
         ("unmask", ["LOGIN_ETL_MASKING_KEY", "LOGIN_ETL_MASKING_OLD_KEYS", "--purpose"]),
+        ("grant", ["LOGIN_ETL_DATABASE_URL", "writer", "analyst"]),
         ("seed", ["LOGIN_ETL_QUEUE_URL"]),
         ("init-db", ["LOGIN_ETL_DATABASE_URL"]),
     ],

@@ -1,0 +1,248 @@
+"""Least privilege with real PostgreSQL roles: `login-etl grant writer|analyst ROLE`.
+
+The owner (the cluster's `postgres`) runs init-db and grant; a worker then
+runs as the writer role with --no-init-db, and an analyst reads masks only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from .helpers import cli, query, scalar
+from .test_pipeline import event, send
+
+_names = itertools.count()
+WHY = ("--purpose", "grant check")
+
+
+@pytest.fixture
+def roles(etl_env, pg_server) -> Iterator[dict[str, str]]:
+    """Two fresh LOGIN roles (writer, analyst) and an odd-named third, dropped afterwards."""
+    tag = f"{os.getpid()}_{next(_names)}"
+    names = {
+        "writer": f"etl_writer_{tag}",
+        "analyst": f"etl_analyst_{tag}",
+        "odd": f'odd "role"; DROP TABLE user_logins; -- {tag}',
+    }
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        for name in names.values():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    yield names
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        for name in names.values():  # privileges in this database and on it
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        for name in names.values():
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def url_as(etl_env, role: str) -> str:
+    """The test database's URL, logged in as `role` (the cluster trusts loopback)."""
+    rest = etl_env.database_url.split("@", 1)[1]
+    return f"postgresql://{quote(role, safe='')}@{rest}"
+
+
+def owner_grants(etl_env, kind: str, role: str) -> None:
+    done = cli(etl_env.vars(), "grant", kind, role)
+    assert done.returncode == 0, done.stderr
+    assert f"now has the {kind} privileges" in done.stdout
+
+
+def refused(url: str, statement: str) -> bool:
+    """True when PostgreSQL refuses `statement` for lack of privilege (or ownership)."""
+    try:
+        with psycopg.connect(url) as conn:
+            conn.execute(statement)
+    except errors.InsufficientPrivilege:
+        return True
+    return False
+
+
+@pytest.fixture
+def initialised(etl_env) -> None:
+    done = cli(etl_env.vars(), "init-db")
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_writer_runs_the_worker_with_no_init_db(etl_env, sqs_client, roles, initialised) -> None:
+    owner_grants(etl_env, "writer", roles["writer"])
+    worker = etl_env.vars(LOGIN_ETL_DATABASE_URL=url_as(etl_env, roles["writer"]))
+    send(sqs_client, etl_env.queue_url, [event(1), event(2), "not json"])
+    done = cli(worker, "run", "--drain", "--no-init-db")
+    assert done.returncode == 0, done.stderr
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 2
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins_rejected") == 1
+    # A redelivered message is skipped through the ledger the writer reads.
+    send(sqs_client, etl_env.queue_url, [event(3)])
+    assert cli(worker, "run", "--drain", "--no-init-db").returncode == 0
+    # The worker's other duties: prune the ledger, replay rejections, report status.
+    pruned = cli(worker, "prune", "--retention", "60")
+    assert pruned.returncode == 0, pruned.stderr
+    replayed = cli(worker, "rejects", "replay")
+    assert replayed.returncode == 0, replayed.stderr
+    status = cli(worker, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["rows_loaded"] == 3
+
+
+def test_a_writer_has_no_ddl_and_cannot_change_loaded_rows(
+    etl_env, sqs_client, roles, initialised
+) -> None:
+    owner_grants(etl_env, "writer", roles["writer"])
+    url = url_as(etl_env, roles["writer"])
+    for statement in (
+        "CREATE TABLE intruder (x int)",
+        "ALTER TABLE user_logins ADD COLUMN ip text",
+        "DROP TABLE login_etl_ledger",
+        "TRUNCATE user_logins",
+        "UPDATE user_logins SET masked_ip = NULL",
+        "DELETE FROM user_logins",
+        "SELECT * FROM login_etl_pii_access",
+        "INSERT INTO login_etl_pii_access (actor, command, field, value_count, purpose)"
+        " VALUES ('w', 'c', 'f', 0, 'p')",
+        "CREATE INDEX ON user_logins (user_id)",
+    ):
+        assert refused(url, statement), statement
+    # What it has: temporary tables and the DML of its own tables.
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TEMP TABLE scratch (x int)")
+        conn.execute("DELETE FROM login_etl_ledger WHERE false")
+        conn.execute("UPDATE user_logins_rejected SET reason = reason WHERE false")
+
+
+def test_the_worker_without_no_init_db_says_what_to_do(etl_env, roles, initialised) -> None:
+    owner_grants(etl_env, "writer", roles["writer"])
+    worker = etl_env.vars(LOGIN_ETL_DATABASE_URL=url_as(etl_env, roles["writer"]))
+    done = cli(worker, "run", "--drain")
+    assert done.returncode == 2
+    assert "permission denied" in done.stderr and "login-etl grant" in done.stderr
+
+
+def test_worker_credentials_cannot_reveal_pii(etl_env, sqs_client, roles, initialised) -> None:
+    owner_grants(etl_env, "writer", roles["writer"])
+    send(sqs_client, etl_env.queue_url, [event(1, ip="203.0.113.50")])
+    assert cli(etl_env.vars(), "run", "--drain").returncode == 0
+    (mask,) = query(etl_env.database_url, "SELECT masked_ip FROM user_logins")[0]
+    worker = etl_env.vars(LOGIN_ETL_DATABASE_URL=url_as(etl_env, roles["writer"]))
+    done = cli(worker, "unmask", "--field", "ip", *WHY, mask)
+    assert done.returncode == 2  # the audit insert is denied, so nothing is shown
+    assert done.stdout == "" and "203.0.113.50" not in done.stderr
+    assert "permission denied" in done.stderr
+
+
+def test_an_analyst_reads_masks_and_nothing_else(etl_env, sqs_client, roles, initialised) -> None:
+    owner_grants(etl_env, "analyst", roles["analyst"])
+    send(sqs_client, etl_env.queue_url, [event(1), "not json"])
+    assert cli(etl_env.vars(), "run", "--drain").returncode == 0
+    url = url_as(etl_env, roles["analyst"])
+    rows = query(url, "SELECT masked_ip, count(*) FROM user_logins GROUP BY masked_ip")
+    assert len(rows) == 1
+    for statement in (
+        "SELECT sealed_body FROM user_logins_rejected",
+        "SELECT * FROM login_etl_ledger",
+        "SELECT * FROM login_etl_pii_access",
+        "INSERT INTO user_logins (user_id) VALUES ('x')",
+        "UPDATE user_logins SET user_id = 'x'",
+        "CREATE TABLE intruder (x int)",
+    ):
+        assert refused(url, statement), statement
+    # And through the CLI: no bodies, no status of the service's tables.
+    analyst = etl_env.vars(LOGIN_ETL_DATABASE_URL=url)
+    listed = cli(analyst, "rejects", "list", "--show-bodies", *WHY)
+    assert listed.returncode == 2 and "permission denied" in listed.stderr
+
+
+def test_a_writer_regranted_as_analyst_keeps_nothing_of_the_writer(
+    etl_env, roles, initialised
+) -> None:
+    owner_grants(etl_env, "writer", roles["writer"])
+    owner_grants(etl_env, "analyst", roles["writer"])
+    url = url_as(etl_env, roles["writer"])
+    assert refused(url, "INSERT INTO user_logins (user_id) VALUES ('x')")
+    assert refused(url, "SELECT * FROM login_etl_ledger")
+    assert query(url, "SELECT count(*) FROM user_logins") == [(0,)]
+    privileges = query(
+        etl_env.database_url,
+        "SELECT table_name, privilege_type FROM information_schema.role_table_grants"
+        " WHERE grantee = %s ORDER BY 1, 2",
+        roles["writer"],
+    )
+    assert privileges == [("user_logins", "SELECT")]
+
+
+def test_granting_is_idempotent_and_exact(etl_env, roles, initialised) -> None:
+    for _ in range(2):
+        owner_grants(etl_env, "writer", roles["writer"])
+    privileges = query(
+        etl_env.database_url,
+        "SELECT table_name, privilege_type FROM information_schema.role_table_grants"
+        " WHERE grantee = %s ORDER BY 1, 2",
+        roles["writer"],
+    )
+    expected = [("user_logins", p) for p in ("INSERT", "SELECT")]
+    for table in ("login_etl_ledger", "user_logins_rejected"):
+        expected += [(table, p) for p in ("DELETE", "INSERT", "SELECT", "UPDATE")]
+    assert privileges == sorted(expected)
+
+
+def test_a_role_name_is_an_identifier_never_sql(etl_env, roles, initialised) -> None:
+    owner_grants(etl_env, "analyst", roles["odd"])
+    assert scalar(etl_env.database_url, "SELECT to_regclass('user_logins') IS NOT NULL")
+    assert query(url_as(etl_env, roles["odd"]), "SELECT count(*) FROM user_logins") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("role", "fragment"),
+    [
+        ("no_such_role_anywhere", "no such PostgreSQL role"),
+        ("postgres", "superuser"),
+    ],
+)
+def test_grant_refusals(etl_env, initialised, role, fragment) -> None:
+    done = cli(etl_env.vars(), "grant", "writer", role)
+    assert done.returncode == 2
+    assert fragment in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_grant_to_a_member_of_the_owner_is_refused(etl_env, roles, initialised, pg_server) -> None:
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("GRANT postgres TO {}").format(sql.Identifier(roles["writer"])))
+    done = cli(etl_env.vars(), "grant", "writer", roles["writer"])
+    assert done.returncode == 2 and "owns the service's tables" in done.stderr
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("REVOKE postgres FROM {}").format(sql.Identifier(roles["writer"])))
+
+
+def test_grant_before_init_db_says_so(etl_env, roles) -> None:
+    done = cli(etl_env.vars(), "grant", "analyst", roles["analyst"])
+    assert done.returncode == 2
+    assert "init-db" in done.stderr
+
+
+def test_the_documented_recovery_role_can_reveal_and_is_named_in_the_audit(
+    etl_env, sqs_client, roles, initialised
+) -> None:
+    # docs/security.md, "A dedicated recovery role", verbatim but for the name.
+    role = sql.Identifier(roles["odd"])
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("GRANT SELECT ON user_logins, user_logins_rejected TO {}").format(role)
+        )
+        conn.execute(sql.SQL("GRANT SELECT, INSERT ON login_etl_pii_access TO {}").format(role))
+    send(sqs_client, etl_env.queue_url, [event(1, ip="203.0.113.51")])
+    assert cli(etl_env.vars(), "run", "--drain").returncode == 0
+    (mask,) = query(etl_env.database_url, "SELECT masked_ip FROM user_logins")[0]
+    recovery = etl_env.vars(LOGIN_ETL_DATABASE_URL=url_as(etl_env, roles["odd"]))
+    done = cli(recovery, "unmask", "--field", "ip", *WHY, mask)
+    assert (done.returncode, done.stdout) == (0, "203.0.113.51\n"), done.stderr
+    assert query(etl_env.database_url, "SELECT db_role FROM login_etl_pii_access") == [
+        (roles["odd"],)
+    ]
