@@ -242,17 +242,20 @@ class Pipeline:
                 self._capacity.release(slots)
                 self._source_done.set()  # quota reached
                 return
+            began = time.monotonic()
             try:
                 messages = self.source.receive(want, wait)
             except RetryableError as exc:
+                self.stats.active()  # failing, but not stuck
                 self._capacity.release(slots)
                 self._unreserve(want)
                 if self._stopping.is_set():
                     return
-                backoff = self._retry.failed("receive", exc, backoff)
+                backoff = self._retry.failed("receive", exc, backoff, began=began)
                 self._stopping.wait(backoff.update_delay(time.monotonic()))
                 continue
             backoff = None
+            self.stats.active()
             self._capacity.release(slots - len(messages))
             self._unreserve(want - len(messages))
             if messages:
