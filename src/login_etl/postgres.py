@@ -9,7 +9,10 @@ rejected and the rest still loads in the same transaction.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -173,9 +176,12 @@ def staging_tuple(r: Row) -> tuple[Any, ...]:
 class PostgresSink:
     """Writes batches to PostgreSQL, one transaction each, reconnecting as needed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, write_timeout: float = 300.0) -> None:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
+        # A write still running after this long means a hung server: its connection is
+        # cut, the write fails as retryable, and the retry policy takes over.
+        self._write_timeout = write_timeout
 
     def __repr__(self) -> str:
         return "PostgresSink()"  # the URL may carry a password
@@ -205,7 +211,7 @@ class PostgresSink:
     def write(self, batch: Batch) -> WriteResult:
         """Commit the batch; isolate rows PostgreSQL refuses into rejections."""
         rows = _dedupe(batch.rows)
-        with self._guard() as conn:
+        with self._guard() as conn, _deadline(conn, self._write_timeout):
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(query("durable_commit"))
@@ -310,6 +316,33 @@ class PostgresSink:
             if not cur.nextset():
                 break
         return [rej for rej in rejections if rej.message_id in inserted]
+
+
+@contextmanager
+def _deadline(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+    """Cut `conn`'s socket if the block is still running after `seconds`.
+
+    A server that accepts and never answers (stopped, partitioned) would
+    block a query forever: libpq has no client-side timeout, and a cancel
+    request would hang the same way. Shutting the socket down wakes the
+    blocked call with an error the caller treats as a lost connection.
+    """
+
+    def sever() -> None:
+        log.warning("a PostgreSQL call hung for %gs; dropping its connection", seconds)
+        try:
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):
+            pass  # already closed
+
+    timer = threading.Timer(seconds, sever)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _dedupe(items: list[_T]) -> list[_T]:

@@ -145,7 +145,7 @@ def run(
         name="ledger-prune",
         daemon=True,
     ).start()
-    sink = PostgresSink(settings.database_url)
+    sink = PostgresSink(settings.database_url, write_timeout=float(settings.max_retry_time))
     if settings.metrics_port:
         _serve_health(settings, stats, source, info, retrier.stop)
     pipeline = build_pipeline(

@@ -60,16 +60,17 @@ def make_client(
     queue_url: str,
     *,
     pool_size: int = 10,
-    max_attempts: int = 3,
+    max_attempts: int = 1,
     read_timeout: float = CALL_TIMEOUT,
     **overrides: Any,
 ) -> Any:
     """A boto3 SQS client with retries and a connection pool sized for our threads.
 
     Every call is bounded: `connect_timeout` 5 s, `read_timeout` as given
-    (a receive's must exceed its long-poll wait), at most `max_attempts`
-    tries inside botocore. So a hung endpoint fails a call in seconds, and
-    the worker's own retry policy (``--max-retry-time``) takes over.
+    (a receive's must exceed its long-poll wait), and by default one try
+    inside botocore: retries are the worker's own policy (``--max-retry-time``,
+    jittered backoff), so a hung endpoint fails a call in seconds and the
+    outage is measured the same way as every other.
     `overrides` (endpoint_url, region_name, credentials) replace what boto3's
     standard chain would find; the demo uses them to ignore the shell's AWS_*.
     """
@@ -139,7 +140,7 @@ class SqsSource:
         # the heartbeat's extensions never queue behind a hung receive.
         self.client = client or make_client(queue_url, pool_size=pool_size)
         self._receiver = client or make_client(
-            queue_url, pool_size=pool_size, max_attempts=1, read_timeout=max_wait + POLL_SLACK
+            queue_url, pool_size=pool_size, read_timeout=max_wait + POLL_SLACK
         )
         self._dlq: tuple[str | None, int | None] | None = None  # resolved once
 
