@@ -60,13 +60,13 @@ def test_hung_sqs_mid_run(etl_env, sqs_client) -> None:
     relay = Relay(endpoint_port(etl_env.aws))
     env = etl_env.vars(AWS_ENDPOINT_URL=f"http://127.0.0.1:{relay.port}")
     send(sqs_client, etl_env.queue_url, [event(i) for i in range(30)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "login_etl", "run", "--max-retry-time", str(BUDGET)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "login_etl", "run", "--max-retry-time", str(BUDGET)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
         deadline = time.monotonic() + 60
         while ledgered(etl_env.database_url) < 30:
             assert time.monotonic() < deadline and proc.poll() is None
@@ -76,6 +76,9 @@ def test_hung_sqs_mid_run(etl_env, sqs_client) -> None:
         _, stderr = proc.communicate(timeout=90)
     finally:
         relay.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
     elapsed = assert_gave_up(done, started, "receive")
     # A long poll (1 s here) plus its slack may be in flight when the outage begins.
@@ -105,13 +108,13 @@ def test_hung_postgres_mid_run(etl_env, sqs_client, pg_server) -> None:
     url = f"postgresql://postgres@127.0.0.1:{relay.port}/{dbname}"
     env = etl_env.vars(LOGIN_ETL_DATABASE_URL=url)
     send(sqs_client, etl_env.queue_url, [event(i) for i in range(20)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "login_etl", "run", "--max-retry-time", str(BUDGET)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "login_etl", "run", "--max-retry-time", str(BUDGET)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
         deadline = time.monotonic() + 60
         while ledgered(etl_env.database_url) < 20:
             assert time.monotonic() < deadline and proc.poll() is None
@@ -122,6 +125,9 @@ def test_hung_postgres_mid_run(etl_env, sqs_client, pg_server) -> None:
         _, stderr = proc.communicate(timeout=120)
     finally:
         relay.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
     elapsed = assert_gave_up(done, started, "write")
     assert elapsed < BUDGET + 25, elapsed

@@ -55,6 +55,8 @@ def test_metrics_endpoint_and_json_logs(etl_env, sqs_client) -> None:
             str(port),
             "--log-format",
             "json",
+            "--concurrency",
+            "1",  # moto may hand one message to two concurrent receives: keep counts exact
         ],
         env=etl_env.vars(),
         stderr=subprocess.PIPE,
@@ -100,7 +102,7 @@ def test_metrics_endpoint_and_json_logs(etl_env, sqs_client) -> None:
     finally:
         if worker.poll() is None:
             worker.kill()
-            worker.wait()
+            worker.communicate()  # also closes the stderr pipe
     assert worker.returncode == 0, stderr
     lines = [json.loads(line) for line in stderr.splitlines()]
     assert {"worker started", "batch committed", "worker stopped"} <= {r["msg"] for r in lines}
@@ -159,5 +161,5 @@ def test_readyz_follows_postgres_down_and_up(own_pg, queue_url, aws_env) -> None
     finally:
         if worker.poll() is None:
             worker.kill()
-            worker.wait()
+            worker.communicate()  # also closes the stderr pipe
     assert worker.returncode == 0, stderr
