@@ -1,14 +1,17 @@
 """PostgreSQL: schema setup and the real sink (binary COPY → staging → insert).
 
 psycopg errors are translated here and nowhere else: connection-level
-failures become `SinkUnavailable` (retryable); data errors raised for one row
-are isolated by bisecting the batch inside savepoints, so one bad row is
-rejected and the rest still loads in the same transaction.
+failures become `SinkUnavailable` (retryable); what only the operator can fix
+(a refused login, a missing database, table or privilege) becomes
+`ConfigError`; data errors raised for one row are isolated by bisecting the
+batch inside savepoints, so one bad row is rejected and the rest still loads
+in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -37,8 +40,29 @@ _STAGING_TYPES = [
 # SQLSTATE classes that mean "this row can never be stored": data exceptions,
 # integrity violations, and errors raised by triggers (PL/pgSQL RAISE).
 _ROW_ERROR_CLASSES = ("22", "23", "P0")
-# Connection-level and transient failures: retry the whole batch.
+# Retrying the whole batch on a new connection may succeed: connection
+# exceptions (08), rollbacks such as deadlocks and serialization failures (40),
+# insufficient resources (53), operator intervention such as a shutdown, a
+# server still starting or a cancelled statement (57), system errors (58).
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+# lock_not_available (a lock_timeout), and read_only_sql_transaction: after a
+# failover the connection may have reached the old primary, now a standby.
+_TRANSIENT_STATES = frozenset({"55P03", "25006"})
+# Refusals that no retry can fix, and that the operator must: the login
+# itself (class 28), the database in the URL (3D000), a missing privilege
+# (42501), missing tables (42P01).
+_LOGIN_REFUSED = ("28", "3D")
+# libpq reports a refused login without its SQLSTATE, so these are known by
+# the server's message. A server answering in another language makes them
+# look transient: retried until --max-retry-time, then reported.
+_REFUSED_LOGIN_TEXT = re.compile(
+    r"FATAL:\s+(password authentication failed"
+    r"|(role|database) \"[^\"]*\" does not exist"
+    r"|role \"[^\"]*\" is not permitted to log in"
+    r"|no pg_hba\.conf entry|pg_hba\.conf rejects connection"
+    r"|permission denied for database)"
+    r"|fe_sendauth: no password supplied"
+)
 
 
 class _RowError(Exception):
@@ -52,22 +76,46 @@ def is_row_error(exc: psycopg.Error) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when retrying on a new connection may succeed."""
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return True
-    if isinstance(exc, psycopg.Error):
-        return (exc.sqlstate or "").startswith(_TRANSIENT_CLASSES)
-    return False
+    """True when retrying on a new connection may succeed.
+
+    The SQLSTATE decides when there is one (a refused password is an
+    OperationalError too); without one, a lost or refused connection is
+    transient unless the server refused the login itself.
+    """
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state:
+        return state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_STATES
+    if _REFUSED_LOGIN_TEXT.search(str(exc)):
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def config_problem(exc: psycopg.Error) -> str | None:
+    """One line saying what the operator must fix, or None for other errors."""
+    state = exc.sqlstate or ""
+    if state == "42P01":  # undefined_table
+        return "tables missing: run `login-etl init-db` first"
+    if state == "42501":  # insufficient_privilege
+        return f"PostgreSQL denied a privilege the service needs: {_describe(exc)}"
+    if state.startswith(_LOGIN_REFUSED) or (not state and _REFUSED_LOGIN_TEXT.search(str(exc))):
+        return f"PostgreSQL refused the login: {_describe(exc)}"
+    return None
 
 
 def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
     """Open a connection; an empty `url` uses libpq's PG* variables.
 
-    Raises SinkUnavailable when the server cannot be reached.
+    Raises SinkUnavailable when the server cannot be reached, ConfigError
+    when it refuses the login or the database does not exist.
     """
     try:
         return psycopg.connect(url, connect_timeout=connect_timeout, application_name="login-etl")
     except psycopg.Error as exc:
+        problem = config_problem(exc)
+        if problem is not None:
+            raise ConfigError(problem) from exc
         raise SinkUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
 
 
@@ -81,8 +129,9 @@ def session(url: str) -> Iterator[psycopg.Connection[Any]]:
     except psycopg.Error as exc:
         if is_transient(exc):
             raise SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}") from exc
-        if exc.sqlstate == "42P01":  # undefined_table
-            raise ConfigError("tables missing: run `login-etl init-db` first") from exc
+        problem = config_problem(exc)
+        if problem is not None:
+            raise ConfigError(problem) from exc
         raise
 
 
@@ -154,13 +203,17 @@ class PostgresSink:
 
     @contextmanager
     def _guard(self) -> Iterator[psycopg.Connection[Any]]:
-        """Translate transient failures into SinkUnavailable and drop the connection."""
+        """Transient failures become SinkUnavailable (dropping the connection), and
+        what the operator must fix becomes ConfigError."""
         try:
             yield self._connection()
         except psycopg.Error as exc:
             if is_transient(exc):
                 self.close()
                 raise SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}") from exc
+            problem = config_problem(exc)
+            if problem is not None:
+                raise ConfigError(problem) from exc
             raise
 
     def write(self, batch: Batch) -> WriteResult:
