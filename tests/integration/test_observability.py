@@ -11,7 +11,7 @@ import urllib.request
 
 from login_etl.dev.local import free_port
 
-from .test_pipeline import event, send
+from .helpers import event, send
 
 
 def scrape(port: int) -> dict[str, float]:

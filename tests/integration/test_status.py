@@ -19,7 +19,7 @@ from login_etl.dev.seed import synthetic
 from login_etl.events import Invalid, parse_event
 from login_etl.sqs import SqsSource
 
-from .conftest import Env
+from .helpers import Env
 
 
 def status_json(*args: str) -> dict[str, Any]:

@@ -108,24 +108,39 @@ def test_bool_false(value: str) -> None:
         ("max_in_flight", "9", "between 10 and 100000"),
         ("metrics_port", "70000", "between 0 and 65535"),
         ("max_retry_time", "0", "between 1 and 86400"),
-        ("batch_wait", "", None),  # empty → default, accepted
         ("init_db", "maybe", "true or false"),
         ("log_format", "xml", "one of text, json"),
         ("log_level", "trace", "one of debug, info, warning, error"),
     ],
 )
-def test_invalid_values_name_flag_and_env(name: str, value: str, message: str | None) -> None:
+def test_invalid_values_name_flag_and_env(name: str, value: str, message: str) -> None:
     spec = SPECS[name]
     for source in ("flag", "env"):
         flags = {name: value} if source == "flag" else {}
         env = {spec.env: value} if source == "env" else {}
-        if message is None:
-            Settings.load(flags, env)
-            continue
         with pytest.raises(ConfigError, match=message) as info:
             Settings.load(flags, env)
         assert spec.flag in str(info.value)
         assert spec.env in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "default"),
+    [
+        ("batch_wait", "LOGIN_ETL_BATCH_WAIT", 1000),
+        ("batch_size", "LOGIN_ETL_BATCH_SIZE", 500),
+        ("concurrency", "LOGIN_ETL_CONCURRENCY", 4),
+        ("wait_time", "LOGIN_ETL_WAIT_TIME", 20),
+    ],
+)
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_an_empty_value_means_the_default(name: str, env: str, default: int, source: str) -> None:
+    """`LOGIN_ETL_BATCH_WAIT=` (set but empty, as templating often leaves it) is the default."""
+    settings = Settings.load(
+        {name: ""} if source == "flag" else {}, {env: ""} if source == "env" else {}
+    )
+    assert getattr(settings, name) == default
+    assert settings == Settings()  # and nothing else moved
 
 
 def test_max_in_flight_below_batch_size() -> None:
