@@ -7,6 +7,7 @@ ERRCODE`), so they reach the sink exactly as psycopg delivers them.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -19,7 +20,7 @@ from login_etl.postgres import PostgresSink, connect, init_schema, session
 from login_etl.sink import Batch
 from login_etl.transform import Message, Rejection, Row, reject, transform
 
-from .helpers import USER_LOGINS_DDL, event, query, scalar
+from .helpers import USER_LOGINS_DDL, cli, event, query, scalar
 
 MASKER = Masker(decode_key(generate_key()))
 
@@ -217,3 +218,14 @@ def test_a_server_that_is_down_is_retryable(own_pg: LocalPostgres) -> None:
             sink.write(batch_of(["not json"], "m"))
     finally:
         sink.close()
+
+
+def test_a_worker_whose_login_is_refused_exits_2_at_once(etl_env) -> None:
+    missing = etl_env.database_url.rsplit("/", 1)[0] + "/no_such_database"
+    started = time.monotonic()
+    done = cli(etl_env.vars(LOGIN_ETL_DATABASE_URL=missing), "run", "--max-retry-time", "120")
+    assert time.monotonic() - started < 60  # not retried as if the server were down
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("login-etl: error:"), done.stderr
+    assert 'database "no_such_database" does not exist' in lines[0]
