@@ -7,6 +7,7 @@ Errors print one line; bad configuration exits 2, other failures exit 1.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from login_etl import __version__, logs, render, service
-from login_etl.config import SPECS, Settings
-from login_etl.dev.seed import read_records, synthetic
+from login_etl import __version__, logs, redact, render, service
+from login_etl.config import ALIASES, SPECS, Settings, Spec
 from login_etl.errors import ConfigError, LoginEtlError, MaskingError
 from login_etl.masking import generate_key
 
@@ -29,7 +29,7 @@ PIPELINE = (
     "masking_old_keys",
     "concurrency",
     "batch_size",
-    "batch_wait",
+    "batch_wait_seconds",
     "wait_time",
     "max_in_flight",
     "max_retry_time",
@@ -48,7 +48,7 @@ class Failure(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         """Print ``login-etl: error: …``."""
-        click.echo(f"login-etl: error: {self.message}", err=True)
+        click.echo(f"login-etl: error: {redact.scrub(self.message)}", err=True)
 
 
 class BadConfig(Failure):
@@ -57,8 +57,23 @@ class BadConfig(Failure):
     exit_code = 2
 
 
+class Command(click.Command):
+    """A command whose help ends with the secrets it reads from the environment only."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List env-only secrets (and their *_FILE form) after the options."""
+        names = getattr(self.callback, "env_only", ())
+        if names:
+            with formatter.section("Secrets (environment only, never flags)"):
+                formatter.write_dl([(f"{SPECS[n].env}[_FILE]", _help(SPECS[n])) for n in names])
+        super().format_epilog(ctx, formatter)
+
+
 class Group(click.Group):
     """Translates our errors into one-line failures."""
+
+    command_class = Command
+    group_class = type  # subgroups are Groups too
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand; ConfigError → exit 2, other LoginEtlError → exit 1."""
@@ -68,6 +83,9 @@ class Group(click.Group):
             raise BadConfig(str(exc)) from None
         except LoginEtlError as exc:
             raise Failure(str(exc)) from None
+        except click.UsageError as exc:
+            # A typo in a flag or a bad value (flag or env): one line, exit 2.
+            raise BadConfig(exc.format_message()) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
@@ -79,25 +97,47 @@ class Group(click.Group):
             raise Failure(f"unexpected {type(exc).__name__}{detail}") from None
 
 
-def _metavar(default: str | None) -> str:
-    return "N" if default and default.isdigit() else "TEXT"
+def _help(spec: Spec) -> str:
+    extra = [f"unit: {spec.unit}"] if spec.unit else []
+    if spec.default not in (None, ""):
+        default = str(spec.default).lower() if isinstance(spec.default, bool) else spec.default
+        extra.append(f"default: {default}")
+    return f"{spec.help} [{'; '.join(extra)}]" if extra else spec.help
 
 
 def settings_options(*names: str) -> Callable[[F], F]:
-    """Add one flag per named setting; each flag's help names its env variable."""
+    """One typed flag per named setting; `--help` shows its type, unit, default and variable.
+
+    Secrets that only the environment may carry get no flag. Values from the
+    environment are parsed again by `Settings.load`, which also reads
+    ``*_FILE`` secrets and deprecated names.
+    """
 
     def decorate(fn: F) -> F:
+        fn.env_only = [n for n in names if SPECS[n].flag is None]  # type: ignore[attr-defined]
         for name in reversed(names):
             spec = SPECS[name]
-            default = f"; default: {spec.default}" if spec.default else ""
-            help_text = f"{spec.help} [env: {spec.env}{default}]"
-            if name == "init_db":
+            if spec.flag is None:
+                continue
+            if spec.type is click.BOOL:
+                flag = f"{spec.flag}/--no-{spec.flag[2:]}"
                 fn = click.option(
-                    "--init-db/--no-init-db", "init_db", default=None, help=help_text
+                    flag, name, default=None, envvar=spec.env, show_envvar=True, help=_help(spec)
                 )(fn)
             else:
                 fn = click.option(
-                    spec.flag, name, default=None, metavar=_metavar(spec.default), help=help_text
+                    spec.flag,
+                    name,
+                    type=spec.type,
+                    default=None,
+                    envvar=spec.env,
+                    show_envvar=True,
+                    help=_help(spec),
+                )(fn)
+            alias = ALIASES.get(name)
+            if alias is not None:
+                fn = click.option(
+                    alias.flag, alias.old, type=alias.type, hidden=True, help=alias.note
                 )(fn)
         return fn
 
@@ -105,14 +145,30 @@ def settings_options(*names: str) -> Callable[[F], F]:
 
 
 def load(flags: dict[str, Any], *names: str) -> Settings:
-    """Settings from the given flags (popped from `flags`) and the environment."""
-    return Settings.load({n: flags.pop(n, None) for n in names})
+    """Settings from the flags given on the command line (popped from `flags`) and the env."""
+    ctx = click.get_current_context()
+    given = {}
+    for name in names:
+        for key in (name, getattr(ALIASES.get(name), "old", None)):
+            if key is None or key not in flags:
+                continue
+            value = flags.pop(key)
+            if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE:
+                given[key] = value
+    return Settings.load(given)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="login-etl")
 def cli() -> None:
     """Drain login events from SQS, mask PII, load them into PostgreSQL exactly once."""
+    # Every command logs in the configured format; `run` also takes the flags.
+    env = {n: os.environ.get(SPECS[n].env, "").strip().lower() for n in ("log_format", "log_level")}
+    fmt = env["log_format"] if env["log_format"] in ("text", "json") else "text"
+    level = (
+        env["log_level"] if env["log_level"] in ("debug", "info", "warning", "error") else "info"
+    )
+    logs.configure(fmt, level)
 
 
 @cli.command()
@@ -176,6 +232,8 @@ def unmask(field_name: str, masks: tuple[str, ...], **flags: Any) -> None:
 @click.option("--random-seed", type=int, help="Seed for --synthetic (repeatable runs).")
 def seed(file: Path | None, count: int | None, random_seed: int | None, **flags: Any) -> None:
     """Send JSON records (array or JSON lines, optionally gzipped) to the queue."""
+    from login_etl.dev.seed import read_records, synthetic
+
     if (file is None) == (count is None):
         raise ConfigError("give either FILE or --synthetic N")
     bodies = read_records(file) if file is not None else synthetic(count or 0, random_seed)

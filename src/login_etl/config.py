@@ -1,32 +1,47 @@
 """Settings: one frozen object, read once, validated at start.
 
-Every setting has an environment variable ``LOGIN_ETL_*`` and a CLI flag; the
-flag wins. libpq's own ``PG*`` variables apply when no database URL is given,
+Each setting is declared once, as a field of `Settings` carrying its `Spec`:
+help, click type (which parses and validates it), unit, default, and whether
+it is a secret. From that come the ``LOGIN_ETL_*`` variable, the CLI flag and
+its ``--help`` line. A flag wins over the variable, the variable over the
+default. libpq's own ``PG*`` variables apply when no database URL is given,
 and AWS settings come from boto3's standard chain (``AWS_ENDPOINT_URL``,
-``AWS_REGION``, credentials). Secrets never appear in ``repr``.
+``AWS_REGION``, credentials).
+
+Secrets (the masking keys, the database URL) come only from the environment
+or from a file named by ``<VARIABLE>_FILE`` (Docker and Kubernetes secrets):
+never from a flag, which ``ps`` and shell history would show. The database
+URL keeps its flag for password-less URLs; one carrying a password is refused.
+Secrets never appear in ``repr``.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import click
+
+from login_etl import redact
 from login_etl.errors import ConfigError
 from login_etl.masking import Masker, decode_key
-from login_etl.pipeline import Options
 
 
 @dataclass(frozen=True)
 class Spec:
-    """How one setting is named, defaulted, parsed and described."""
+    """How one setting is named, typed, defaulted and described."""
 
     name: str
     help: str
-    default: str | None = None
-    parse: Callable[[str, str], Any] = lambda text, flag: text
-    secret: bool = False
+    type: click.ParamType[Any]
+    default: Any = None
+    unit: str | None = None
+    secret: bool = False  # read from the environment or a *_FILE only
+    flag_allowed: bool = True  # secrets with a flag (the database URL) refuse passwords
 
     @property
     def env(self) -> str:
@@ -34,106 +49,115 @@ class Spec:
         return "LOGIN_ETL_" + self.name.upper()
 
     @property
-    def flag(self) -> str:
-        """The CLI flag that sets it."""
-        return "--" + self.name.replace("_", "-")
+    def flag(self) -> str | None:
+        """The CLI flag that sets it, or None for a secret that only the environment carries."""
+        return "--" + self.name.replace("_", "-") if self.flag_allowed else None
 
+    @property
+    def where(self) -> str:
+        """How an error names this setting: flag and variable."""
+        return f"{self.flag} / {self.env}" if self.flag else self.env
 
-def _int(low: int, high: int) -> Callable[[str, str], int]:
-    def parse(text: str, flag: str) -> int:
+    def convert(self, raw: Any, where: str | None = None) -> Any:
+        """Parse `raw` with this setting's click type; a bad value is a ConfigError."""
         try:
-            value = int(text.strip())
-        except ValueError:
-            raise ConfigError(f"{flag} must be a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{flag} must be between {low} and {high}, got {value}")
-        return value
-
-    return parse
+            return self.type.convert(raw.strip() if isinstance(raw, str) else raw, None, None)
+        except click.BadParameter as exc:
+            raise ConfigError(f"{where or self.where}: {exc.message}") from None
 
 
-def _choice(*options: str) -> Callable[[str, str], str]:
-    def parse(text: str, flag: str) -> str:
-        value = text.strip().lower()
-        if value not in options:
-            raise ConfigError(f"{flag} must be one of {', '.join(options)}, got {text!r}")
-        return value
+@dataclass(frozen=True)
+class Alias:
+    """A deprecated name that still works, in its old unit."""
 
-    return parse
+    old: str
+    new: str
+    type: click.ParamType[Any]
+    to_new: Callable[[Any], Any]
+    note: str
+
+    @property
+    def env(self) -> str:
+        """The old environment variable."""
+        return "LOGIN_ETL_" + self.old.upper()
+
+    @property
+    def flag(self) -> str:
+        """The old flag."""
+        return "--" + self.old.replace("_", "-")
 
 
-def _bool(text: str, flag: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{flag} must be true or false, got {text!r}")
+def setting(
+    help: str,
+    type: click.ParamType[Any],
+    default: Any = None,
+    *,
+    unit: str | None = None,
+    secret: bool = False,
+    flag: bool = True,
+) -> Any:
+    """A `Settings` field carrying what its `Spec` needs (the name comes from the field)."""
+    spec = {"help": help, "type": type, "default": default, "unit": unit, "secret": secret}
+    return field(default=default, repr=not secret, metadata={**spec, "flag_allowed": flag})
 
 
-SPECS = {
-    s.name: s
-    for s in [
-        Spec("queue_url", "SQS queue URL to consume from."),
-        Spec(
-            "database_url",
-            "PostgreSQL URI (libpq); when empty, libpq's PG* variables apply.",
-            default="",
-            secret=True,
-        ),
-        Spec("masking_key", "Base64 512-bit AES-SIV key (login-etl keygen).", secret=True),
-        Spec(
-            "masking_old_keys",
-            "Comma-separated older keys, accepted for unmasking only.",
-            default="",
-            secret=True,
-        ),
-        Spec("concurrency", "Receiver threads.", "4", _int(1, 64)),
-        Spec("batch_size", "Messages per database transaction.", "500", _int(1, 10_000)),
-        Spec("batch_wait", "Longest wait to fill a batch, in ms.", "1000", _int(1, 600_000)),
-        Spec("wait_time", "SQS long-poll wait, in seconds.", "20", _int(0, 20)),
-        Spec("max_in_flight", "Most messages held at once.", "2000", _int(10, 100_000)),
-        Spec(
-            "max_retry_time",
-            "Seconds an outage may last before the worker gives up.",
-            "300",
-            _int(1, 86_400),
-        ),
-        Spec("shutdown_timeout", "Seconds to finish in-hand work on SIGTERM.", "30", _int(1, 3600)),
-        Spec(
-            "metrics_port", "Serve Prometheus metrics on this port (0: off).", "0", _int(0, 65535)
-        ),
-        Spec("init_db", "Create missing tables before running.", "true", _bool),
-        Spec("log_format", "Log format: text or json.", "text", _choice("text", "json")),
-        Spec(
-            "log_level",
-            "Log level.",
-            "INFO",
-            lambda t, f: _choice("debug", "info", "warning", "error")(t, f).upper(),
-        ),
-    ]
-}
+class Choice(click.Choice):  # type: ignore[type-arg]
+    """Case-insensitive choice that returns the canonical lower-case spelling."""
+
+    def __init__(self, *choices: str) -> None:
+        super().__init__(choices, case_sensitive=False)
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        """The matching choice, lower-cased."""
+        return str(super().convert(value, param, ctx)).lower()
 
 
 @dataclass(frozen=True)
 class Settings:
     """All settings, parsed and validated. Secrets are hidden from repr."""
 
-    queue_url: str | None = None
-    database_url: str = field(default="", repr=False)
-    masking_key: str | None = field(default=None, repr=False)
-    masking_old_keys: str = field(default="", repr=False)
-    concurrency: int = 4
-    batch_size: int = 500
-    batch_wait: int = 1000
-    wait_time: int = 20
-    max_in_flight: int = 2000
-    max_retry_time: int = 300
-    shutdown_timeout: int = 30
-    metrics_port: int = 0
-    init_db: bool = True
-    log_format: str = "text"
-    log_level: str = "INFO"
+    queue_url: str | None = setting("SQS queue URL to consume from.", click.STRING)
+    database_url: str = setting(
+        "PostgreSQL URI (libpq); when empty, libpq's PG* variables apply. A URL with a "
+        "password only from the environment or LOGIN_ETL_DATABASE_URL_FILE.",
+        click.STRING,
+        "",
+        secret=True,
+    )
+    masking_key: str | None = setting(
+        "Base64 512-bit AES-SIV key (login-etl keygen).", click.STRING, secret=True, flag=False
+    )
+    masking_old_keys: str = setting(
+        "Comma-separated older keys, accepted for unmasking and rekey only.",
+        click.STRING,
+        "",
+        secret=True,
+        flag=False,
+    )
+    concurrency: int = setting("Receiver threads.", click.IntRange(1, 64), 4)
+    batch_size: int = setting("Messages per database transaction.", click.IntRange(1, 10_000), 500)
+    batch_wait_seconds: float = setting(
+        "Longest wait to fill a batch.", click.FloatRange(0.001, 600), 1.0, unit="seconds"
+    )
+    wait_time: int = setting("SQS long-poll wait.", click.IntRange(0, 20), 20, unit="seconds")
+    max_in_flight: int = setting("Most messages held at once.", click.IntRange(10, 100_000), 2000)
+    max_retry_time: int = setting(
+        "How long an outage may last before the worker gives up.",
+        click.IntRange(1, 86_400),
+        300,
+        unit="seconds",
+    )
+    shutdown_timeout: int = setting(
+        "Time to finish in-hand work on SIGTERM.", click.IntRange(1, 3600), 30, unit="seconds"
+    )
+    metrics_port: int = setting(
+        "Serve /metrics, /healthz and /readyz on this port (0: off).", click.IntRange(0, 65535), 0
+    )
+    init_db: bool = setting("Create missing tables before running.", click.BOOL, True)
+    log_format: str = setting("Log format.", Choice("text", "json"), "text")
+    log_level: str = setting("Log level.", Choice("debug", "info", "warning", "error"), "info")
+    # What loading noticed (deprecated names, loose file modes): logged once logging is up.
+    notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def load(
@@ -143,24 +167,37 @@ class Settings:
         flags = flags or {}
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            spec = SPECS[f.name]
-            raw = flags.get(f.name)
+        notes: list[str] = []
+        for spec in SPECS.values():
+            raw, where = flags.get(spec.name), spec.flag
+            if raw is not None and spec.secret:
+                _refuse_secret_flag(spec, str(raw))
             if raw is None:
-                raw = env.get(spec.env)
-            if raw is None or (raw == "" and not spec.secret and spec.default is not None):
-                raw = spec.default
+                raw, where = _from_alias(spec, flags, notes)
             if raw is None:
+                raw, where = _from_env(spec, env, notes)
+            if raw is None:
+                raw, where = _from_alias(spec, env, notes)
+            if isinstance(raw, str) and not spec.secret:
+                raw = raw.strip()
+            if raw is None or (raw == "" and not spec.secret):
                 continue
-            values[f.name] = (
-                spec.parse(raw, f"{spec.flag} / {spec.env}") if isinstance(raw, str) else raw
-            )
-        settings = cls(**values)
+            values[spec.name] = spec.convert(raw, where)
+        settings = cls(**values, notes=tuple(notes))
+        # Before anything can fail on them: error and log lines must never show these.
+        redact.register(settings.database_url, settings.masking_key)
+        redact.register(*settings.masking_old_keys.split(","))
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Cross-setting checks."""
+        url = self.database_url.strip()
+        if len(url) >= 2 and url[0] == url[-1] and url[0] in "'\"":
+            raise ConfigError(
+                "LOGIN_ETL_DATABASE_URL is wrapped in quotes (as `docker --env-file` keeps "
+                "them): remove the quotes"
+            )
         if self.max_in_flight < self.batch_size:
             raise ConfigError(
                 f"--max-in-flight ({self.max_in_flight}) must be at least "
@@ -177,7 +214,8 @@ class Settings:
         """The masker built from the configured keys, or a ConfigError."""
         if not self.masking_key:
             raise ConfigError(
-                "no masking key: set LOGIN_ETL_MASKING_KEY (make one with `login-etl keygen`)"
+                "no masking key: set LOGIN_ETL_MASKING_KEY or LOGIN_ETL_MASKING_KEY_FILE "
+                "(make one with `login-etl keygen`)"
             )
         primary = decode_key(self.masking_key)
         old = [
@@ -187,16 +225,78 @@ class Settings:
         ]
         return Masker(primary, old)
 
-    def options(self, *, drain: bool = False, max_messages: int | None = None) -> Options:
-        """Pipeline options from these settings."""
-        return Options(
-            concurrency=self.concurrency,
-            batch_size=self.batch_size,
-            batch_wait=self.batch_wait / 1000,
-            wait_seconds=self.wait_time,
-            max_in_flight=self.max_in_flight,
-            drain=drain,
-            max_messages=max_messages,
-            max_retry_time=float(self.max_retry_time),
-            shutdown_timeout=float(self.shutdown_timeout),
+
+SPECS: dict[str, Spec] = {
+    f.name: Spec(f.name, **f.metadata) for f in fields(Settings) if f.metadata
+}
+
+ALIASES: dict[str, Alias] = {
+    a.new: a
+    for a in [
+        Alias(
+            "batch_wait",
+            "batch_wait_seconds",
+            click.IntRange(1, 600_000),
+            lambda ms: ms / 1000,
+            "in milliseconds; use --batch-wait-seconds / LOGIN_ETL_BATCH_WAIT_SECONDS",
+        ),
+    ]
+}
+
+# userinfo with a password (user:pw@), or a password= keyword or query parameter.
+_PASSWORD_IN_URL = re.compile(r"://[^/@\s]*:[^/@\s]*@|(^|[\s?&])password\s*=", re.IGNORECASE)
+
+
+def has_password(url: str) -> bool:
+    """True when a libpq URI or keyword string carries a password."""
+    return bool(_PASSWORD_IN_URL.search(url))
+
+
+def _refuse_secret_flag(spec: Spec, value: str) -> None:
+    if spec.flag is None or has_password(value):
+        raise ConfigError(
+            f"{spec.flag or spec.name} must not carry a password on the command line "
+            f"(ps and shell history show it): set {spec.env} or {spec.env}_FILE"
         )
+
+
+def _from_env(spec: Spec, env: Mapping[str, str], notes: list[str]) -> tuple[str | None, str]:
+    """The value of `spec` from its variable or, for secrets, from the file ``<VAR>_FILE`` names."""
+    value = env.get(spec.env)
+    path = env.get(spec.env + "_FILE") if spec.secret else None
+    if path and value is not None:
+        raise ConfigError(f"set {spec.env} or {spec.env}_FILE, not both")
+    if not path:
+        return value, spec.env
+    return _read_secret_file(spec.env + "_FILE", path, notes), spec.env + "_FILE"
+
+
+def _read_secret_file(name: str, path: str, notes: list[str]) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: {path} is not UTF-8 text") from None
+    # Group-readable is normal for Kubernetes secret volumes (fsGroup); world is not.
+    if mode & stat.S_IROTH:
+        notes.append(f"{name}: {path} is readable by every user; chmod o-r it")
+    return text.strip()
+
+
+def _from_alias(spec: Spec, given: Mapping[str, Any], notes: list[str]) -> tuple[Any, str]:
+    """A deprecated name's value (flags or env) in the new unit, with a note; or (None, "").
+
+    `given` is either the flags (keyed by setting name) or the environment.
+    """
+    alias = ALIASES.get(spec.name)
+    if alias is None:
+        return None, ""
+    where = alias.env if alias.env in given else alias.flag
+    raw = given.get(alias.env, given.get(alias.old))
+    if raw is None or raw == "":
+        return None, ""
+    notes.append(f"{where} is deprecated ({alias.note})")
+    return alias.to_new(Spec(alias.old, "", alias.type).convert(raw, where)), where

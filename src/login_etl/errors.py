@@ -12,6 +12,7 @@ queue) versus everything else::
     │   ├── SourceUnavailable  SQS unreachable, throttled or 5xx
     │   └── SinkUnavailable    PostgreSQL unreachable or restarting
     ├── RetryTimeExceeded      a retryable failure outlasted --max-retry-time
+    ├── DatabaseError          PostgreSQL refused a statement (not transient, not config)
     └── LocalServiceError      an embedded demo/test service failed to start
 
 Errors from boto3 and psycopg are translated into these at the source and
@@ -55,6 +56,10 @@ class SinkUnavailable(RetryableError):
 
 class RetryTimeExceeded(LoginEtlError):
     """A retryable failure lasted longer than the configured maximum retry time."""
+
+
+class DatabaseError(LoginEtlError):
+    """PostgreSQL refused a statement for a reason retrying cannot fix."""
 
 
 class LocalServiceError(LoginEtlError):

@@ -9,12 +9,14 @@ plus a safety margin are pruned; younger ones are never touched.
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
 
-from login_etl.errors import LoginEtlError
+from login_etl.errors import LoginEtlError, RetryTimeExceeded
+from login_etl.retry import Retrier
 from login_etl.sqlfiles import query
 
 log = logging.getLogger(__name__)
@@ -41,14 +43,30 @@ def prune(
 
 
 def prune_periodically(
-    connect: Any, retention_seconds: float, stop: threading.Event, *, every: float = 3600
+    connect: Callable[[], AbstractContextManager[psycopg.Connection[Any]]],
+    retention_seconds: float,
+    retrier: Retrier,
+    *,
+    every: float = 3600,
 ) -> None:
-    """Prune every `every` seconds until `stop` is set (runs in a daemon thread)."""
-    while not stop.wait(every):
+    """Prune every `every` seconds until the retrier's stop event is set (a daemon thread).
+
+    A failing prune is retried like every other call; if it still fails, the
+    worker goes on loading (pruning is housekeeping) and tries again next time.
+    """
+
+    def once() -> int:
+        with connect() as conn:
+            return prune(conn, retention_seconds)
+
+    while not retrier.stop.wait(every):
         try:
-            with connect() as conn:
-                pruned = prune(conn, retention_seconds)
-            if pruned:
-                log.info("ledger pruned", extra={"fields": {"entries": pruned}})
-        except (LoginEtlError, psycopg.Error) as exc:
-            log.warning("ledger pruning failed, will retry: %s", type(exc).__name__)
+            pruned = retrier.call("prune", once)
+        except RetryTimeExceeded as exc:
+            log.warning("ledger pruning gave up until the next round: %s", exc)
+            continue
+        except LoginEtlError as exc:
+            log.error("ledger pruning failed until the next round: %s", exc)
+            continue
+        if pruned:
+            log.info("ledger pruned", extra={"fields": {"entries": pruned}})

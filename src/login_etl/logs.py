@@ -11,7 +11,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-_RESERVED = set(vars(logging.makeLogRecord({})))
+from login_etl import redact
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
@@ -33,7 +33,7 @@ class JsonFormatter(logging.Formatter):
         doc.update(_fields(record))
         if record.exc_info and record.exc_info[0] is not None:
             doc["error"] = record.exc_info[0].__name__
-        return json.dumps(doc, default=str)
+        return redact.scrub(json.dumps(doc, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -43,18 +43,27 @@ class TextFormatter(logging.Formatter):
         """Render `record` as one text line."""
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
         extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        return f"{line} {extra}" if extra else line
+        # One event, one line: a multi-line message (a Python warning) is escaped.
+        message = record.getMessage().rstrip().replace("\n", "\\n")
+        line = f"{ts} {record.levelname:<7} {record.name}: {message}"
+        return redact.scrub(f"{line} {extra}" if extra else line)
 
 
 def configure(fmt: str = "text", level: str = "INFO") -> None:
-    """Send login-etl's logs to stderr in `fmt` ("text" or "json")."""
+    """Send every log line to stderr in `fmt` ("text" or "json"), third-party ones included.
+
+    The handler sits on the root logger, so warnings from botocore, psycopg,
+    urllib3 or Python's `warnings` come out in the same format (and scrubbed
+    of secrets) as ours. Other libraries log at WARNING and above only:
+    boto's debug logs can print message bodies.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger("login_etl")
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-    # boto's own debug logs can print message bodies: keep them quiet.
-    for noisy in ("botocore", "boto3", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    root.setLevel(logging.WARNING)
+    ours = logging.getLogger("login_etl")
+    ours.handlers[:] = []
+    ours.setLevel(level.upper())
+    ours.propagate = True
+    logging.captureWarnings(True)

@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from login_etl.errors import ConfigError, MaskingError, UnknownMaskError
 
 KEY_BYTES = 64  # AES-SIV with a 512-bit key: AES-256 for both S2V and CTR.
-KEY_ID_CHARS = 8
 MASK_MAX_CHARS = 256  # the varchar(256) of masked_ip / masked_device_id
 _BODY_AD = b"login-etl:rejected-body"
 _NONCE_BYTES = 16

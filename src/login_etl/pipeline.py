@@ -1,16 +1,18 @@
 """The loop: receivers → bounded buffer → one writer → deletes after commit.
 
-Threads::
+Threads, all started by `Pipeline.run` and all ended before it returns::
 
-    receiver × N ──► buffer (≤ max_in_flight messages held in all) ──► writer
+    receiver × N ──► buffer (≤ max_in_flight messages held in all) ──► writer (the caller)
                                                                          │ transform (pure)
                                                                          │ sink.write (one tx)
                                                                          ▼
-                     heartbeat: extends visibility       deleter pool: delete_message_batch
+                     heartbeat: extends leases (`Leases`)   deleter pool: delete after commit
 
 A message is deleted only after the transaction holding its row or rejection
 commits. A crash anywhere before that leaves it in the queue; the ledger
-turns its redelivery into a skip. The writer is the thread that calls `run`.
+turns its redelivery into a skip. Every call to the source or the sink is
+retried under one policy (`retry.Retrier`), so ``--max-retry-time`` means
+the same for receive, write, delete and extend.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from login_etl.errors import LoginEtlError, RetryableError, RetryTimeExceeded
+from login_etl.leases import Leases
 from login_etl.masking import Masker
 from login_etl.metrics import Stats
-from login_etl.retry import backoff, call_with_retry
-from login_etl.sink import Batch, Sink, WriteResult
-from login_etl.source import Source
+from login_etl.retry import Backoff, Retrier
+from login_etl.sink import Batch, Sink
+from login_etl.source import SQS_BATCH_MAX, Source
 from login_etl.transform import Message, Rejection, Row, reject, transform
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Options:
-    """How the loop runs; `config.Settings` fills these from flags and env."""
+    """How the loop runs. Durations are in seconds.
+
+    `service.pipeline_options` fills these from `config.Settings`; nothing
+    else should build them by hand outside tests.
+    """
 
     concurrency: int = 4
     batch_size: int = 500
@@ -48,6 +56,8 @@ class Options:
     max_retry_time: float = 300.0
     shutdown_timeout: float = 30.0
     heartbeat: bool = True
+    # The queue's visibility timeout; None: read from the source at start.
+    visibility_timeout: int | None = None
 
 
 class _Capacity:
@@ -73,7 +83,10 @@ class _Capacity:
 
 
 class Pipeline:
-    """Moves messages from a source to a sink until stopped, drained or a limit is hit."""
+    """Moves messages from a source to a sink until stopped, drained or a limit is hit.
+
+    A pipeline runs once: `run` a second time raises RuntimeError.
+    """
 
     def __init__(
         self,
@@ -83,25 +96,26 @@ class Pipeline:
         options: Options | None = None,
         *,
         stats: Stats | None = None,
-        after_commit: Callable[[Sequence[Message], WriteResult], None] | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
         self.masker = masker
         self.options = options or Options()
         self.stats = stats or Stats()
-        # Test hook: runs after commit, before delete (crash-between-commit-and-delete tests).
-        self._after_commit = after_commit
         self._buffer: queue.Queue[Message] = queue.Queue()
         self._capacity = _Capacity(self.options.max_in_flight)
         self._stopping = threading.Event()
         self._source_done = threading.Event()
+        self._retry = Retrier(
+            self.options.max_retry_time, stop=self._stopping, on_retry=self.stats.retried
+        )
+        self._leases = Leases(self.options.visibility_timeout or 30)
         self._fatal: BaseException | None = None
         self._lock = threading.Lock()
         self._quota = self.options.max_messages
-        self._in_hand: dict[str, tuple[Message, float]] = {}
         self._receivers_alive = 0
-        self._visibility = 30
+        self._started = False
+        self._delete_workers = max(2, self.options.concurrency)
 
     # -- control ---------------------------------------------------------
 
@@ -114,6 +128,82 @@ class Pipeline:
             if self._fatal is None:
                 self._fatal = exc
         self._stopping.set()
+
+    def _guarded(self, target: Callable[[], object]) -> None:
+        """Run a thread body; what it raises stops the loop and is re-raised by `run`."""
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer, which re-raises
+            self._fail(exc)
+
+    # -- run -------------------------------------------------------------
+
+    def run(self) -> Stats:
+        """Run until stopped, drained or --max-messages; return the counters.
+
+        Raises the first fatal error (including RetryTimeExceeded) after
+        handing unprocessed messages back to the queue.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError("a Pipeline runs once; build a new one")
+            self._started = True
+        opts = self.options
+        if opts.heartbeat and opts.visibility_timeout is None:
+            info = self._retry.call("read queue settings", self.source.info)
+            self._leases = Leases(info.visibility_timeout)
+        threads = [
+            threading.Thread(
+                target=self._guarded, args=(self._receive_loop,), name=f"receiver-{i}", daemon=True
+            )
+            for i in range(opts.concurrency)
+        ]
+        if opts.heartbeat:
+            threads.append(
+                threading.Thread(
+                    target=self._guarded,
+                    args=(self._heartbeat_loop,),
+                    name="heartbeat",
+                    daemon=True,
+                )
+            )
+        deleter = ThreadPoolExecutor(self._delete_workers, thread_name_prefix="deleter")
+        self._receivers_alive = opts.concurrency
+        for t in threads:
+            t.start()
+        try:
+            # On stop, the batch being collected is finished; the rest is released.
+            while not self._stopping.is_set():
+                batch = self._collect()
+                if batch:
+                    self._process(batch, deleter)
+                elif self._receivers_idle() and self._buffer.empty():
+                    break
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            # Deletes finish first: a drain that ends normally still retries them,
+            # while a stop (signal or fatal error) is already set and cuts retries short.
+            deleter.shutdown(wait=True)
+            self._stopping.set()
+            self._join(threads)
+        if self._fatal is not None:
+            raise self._fatal
+        return self.stats
+
+    def _join(self, threads: list[threading.Thread]) -> None:
+        """Wait for the threads (bounded), then hand back whatever is still buffered."""
+        deadline = time.monotonic() + self.options.shutdown_timeout
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        leftover: list[Message] = []
+        while True:
+            try:
+                leftover.append(self._buffer.get_nowait())
+            except queue.Empty:
+                break
+        if leftover:
+            self._release(leftover)
 
     # -- receivers -------------------------------------------------------
 
@@ -134,20 +224,17 @@ class Pipeline:
     def _receive_loop(self) -> None:
         try:
             self._receive_until_done()
-        except BaseException as exc:  # noqa: BLE001 - handed to the writer, which re-raises
-            self._fail(exc)
         finally:
             with self._lock:
                 self._receivers_alive -= 1
 
     def _receive_until_done(self) -> None:
         opts = self.options
-        failing_since: float | None = None
-        attempt = 0
+        backoff: Backoff | None = None
         # Draining polls briefly so every receiver notices the empty queue soon.
         wait = min(opts.wait_seconds, 1) if opts.drain else opts.wait_seconds
         while not self._stopping.is_set() and not self._source_done.is_set():
-            slots = self._capacity.acquire(10, timeout=0.2)
+            slots = self._capacity.acquire(SQS_BATCH_MAX, timeout=0.2)
             if not slots:
                 continue
             want = self._reserve(slots)
@@ -155,22 +242,20 @@ class Pipeline:
                 self._capacity.release(slots)
                 self._source_done.set()  # quota reached
                 return
+            began = time.monotonic()
             try:
                 messages = self.source.receive(want, wait)
             except RetryableError as exc:
+                self.stats.active()  # failing, but not stuck
                 self._capacity.release(slots)
                 self._unreserve(want)
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > opts.max_retry_time:
-                    raise RetryTimeExceeded(
-                        f"gave up after {opts.max_retry_time:g}s: {exc}"
-                    ) from exc
-                log.warning("receive failed, retrying: %s", exc)
-                self.stats.add(retries=1)
-                self._stopping.wait(backoff(attempt))
-                attempt += 1
+                if self._stopping.is_set():
+                    return
+                backoff = self._retry.failed("receive", exc, backoff, began=began)
+                self._stopping.wait(backoff.update_delay(time.monotonic()))
                 continue
-            failing_since, attempt = None, 0
+            backoff = None
+            self.stats.active()
             self._capacity.release(slots - len(messages))
             self._unreserve(want - len(messages))
             if messages:
@@ -180,16 +265,14 @@ class Pipeline:
 
     def _queue_empty(self) -> bool:
         try:
-            return self.source.info().visible == 0
+            return self.source.depth().visible == 0
         except RetryableError:
             return False
 
     def _take(self, messages: list[Message]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for m in messages:
-                self._in_hand[m.receipt] = (m, now)
+        self._leases.add(messages, time.monotonic())
         self.stats.add(received=len(messages), in_hand=len(messages))
+        self.stats.add(redeliveries=sum(1 for m in messages if m.receive_count > 1))
         if self._stopping.is_set():
             self._release(messages)
             return
@@ -222,87 +305,16 @@ class Pipeline:
         with self._lock:
             return self._receivers_alive == 0
 
-    def run(self) -> Stats:
-        """Run until stopped, drained or --max-messages; return the counters.
-
-        Raises the first fatal error (including RetryTimeExceeded) after
-        handing unprocessed messages back to the queue.
-        """
-        self._start()
-        deleter = ThreadPoolExecutor(max_workers=max(2, self.options.concurrency))
-        try:
-            # On stop, the batch being collected is finished; the rest is released.
-            while not self._stopping.is_set():
-                batch = self._collect()
-                if batch:
-                    self._process(batch, deleter)
-                elif self._receivers_idle() and self._buffer.empty():
-                    break
-        except BaseException as exc:
-            self._fail(exc)
-        finally:
-            self._stopping.set()
-            deleter.shutdown(wait=True)
-            self._shutdown_receivers()
-        if self._fatal is not None:
-            raise self._fatal
-        return self.stats
-
-    def _start(self) -> None:
-        if self.options.heartbeat:
-            try:
-                self._visibility = self.source.info().visibility_timeout
-            except RetryableError:
-                log.warning("could not read the queue's visibility timeout; assuming 30s")
-        self._receivers_alive = self.options.concurrency
-        self._threads = [
-            threading.Thread(target=self._receive_loop, name=f"receiver-{i}", daemon=True)
-            for i in range(self.options.concurrency)
-        ]
-        if self.options.heartbeat:
-            self._threads.append(
-                threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-            )
-        for t in self._threads:
-            t.start()
-
-    def _shutdown_receivers(self) -> None:
-        """Wait for receivers (bounded), then hand back whatever is still buffered."""
-        deadline = time.monotonic() + self.options.shutdown_timeout
-        for t in self._threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
-        leftover: list[Message] = []
-        while True:
-            try:
-                leftover.append(self._buffer.get_nowait())
-            except queue.Empty:
-                break
-        if leftover:
-            self._release(leftover)
-
-    def _release(self, messages: list[Message]) -> None:
-        """Make messages visible again at once so another worker takes them."""
-        try:
-            self.source.change_visibility(messages, 0)
-            self.stats.add(released=len(messages))
-        except LoginEtlError as exc:
-            log.warning("could not release %d message(s): %s", len(messages), exc)
-        self._forget(messages)
-
-    def _forget(self, messages: Sequence[Message]) -> None:
-        with self._lock:
-            for m in messages:
-                self._in_hand.pop(m.receipt, None)
-        self._capacity.release(len(messages))
-        self.stats.add(in_hand=-len(messages))
-
     def _split(self, messages: list[Message]) -> Batch:
         by_id = {m.message_id: m for m in messages}
         rows: list[Row] = []
         rejections: list[Rejection] = []
         for m in messages:
             out = transform(m, self.masker)
-            (rows if isinstance(out, Row) else rejections).append(out)  # type: ignore[arg-type]
+            if isinstance(out, Row):
+                rows.append(out)
+            else:
+                rejections.append(out)
 
         def reject_row(message_id: str, reason: str) -> Rejection:
             return reject(by_id[message_id], reason, self.masker)
@@ -313,13 +325,13 @@ class Pipeline:
         started = time.monotonic()
         batch = self._split(messages)
         try:
-            result = self._write_with_retry(batch)
+            result = self._retry.call("write", lambda: self.sink.write(batch))
         except BaseException:
             self._release(messages)  # not committed: let another worker have them now
             raise
-        if self._after_commit is not None:
-            self._after_commit(messages, result)
-        self.stats.committed(result.loaded, result.rejected, result.duplicates, result.reasons)
+        self._leases.drop(messages)  # committed: the heartbeat no longer needs them
+        seconds = time.monotonic() - started
+        self.stats.committed(result, seconds=seconds, sent_at=[m.sent_at for m in messages])
         log.info(
             "batch committed",
             extra={
@@ -328,70 +340,72 @@ class Pipeline:
                     "loaded": result.loaded,
                     "rejected": result.rejected,
                     "duplicates": result.duplicates,
-                    "ms": round((time.monotonic() - started) * 1000, 1),
+                    "ms": round(seconds * 1000, 1),
                 }
             },
         )
-        with self._lock:
-            for m in messages:  # committed: the heartbeat no longer needs them
-                self._in_hand.pop(m.receipt, None)
-        for i in range(0, len(messages), 10):
-            deleter.submit(self._delete, messages[i : i + 10])
+        # SQS deletes 10 per call: spread the calls over the deleter threads, a few
+        # tasks per batch rather than one per call (a task costs more than a call's setup).
+        chunks = [messages[i : i + SQS_BATCH_MAX] for i in range(0, len(messages), SQS_BATCH_MAX)]
+        tasks = min(len(chunks), self._delete_workers)
+        for t in range(tasks):
+            deleter.submit(self._guarded, partial(self._delete_chunks, chunks[t::tasks]))
 
-    def _write_with_retry(self, batch: Batch) -> WriteResult:
-        return call_with_retry(
-            "batch write",
-            lambda: self.sink.write(batch),
-            max_time=self.options.max_retry_time,
-            on_retry=lambda: self.stats.add(retries=1),
-            stop=self._stopping,  # SIGTERM during an outage: give up, do not wait it out
-        )
+    def _delete_chunks(self, chunks: list[list[Message]]) -> None:
+        for chunk in chunks:
+            self._delete(chunk)
 
     def _delete(self, messages: Sequence[Message]) -> None:
-        failed: list[str] = []
-        for attempt in range(4):
-            try:
-                failed = self.source.delete(messages)
-                break
-            except RetryableError as exc:
-                log.warning("delete failed, retrying: %s", exc)
-                self.stats.add(retries=1)
-                time.sleep(backoff(attempt))
-        else:
-            failed = [m.message_id for m in messages]
-        # A message not deleted comes back later and is skipped by the ledger.
-        self.stats.add(deleted=len(messages) - len(failed), delete_failures=len(failed))
+        """Delete committed messages; one not deleted comes back and the ledger skips it."""
+        failed = [m.message_id for m in messages]
+        try:
+            failed = self._retry.call("delete", lambda: self.source.delete(messages))
+        except RetryTimeExceeded:
+            if not self._stopping.is_set():
+                raise  # an outage longer than --max-retry-time stops the worker
+            log.warning("%d message(s) not deleted at shutdown; they will be skipped", len(failed))
+        finally:
+            self.stats.add(deleted=len(messages) - len(failed), delete_failures=len(failed))
+            self._forget(messages)
+
+    def _release(self, messages: list[Message]) -> None:
+        """Make messages visible again at once so another worker takes them (one attempt)."""
+        try:
+            self.source.change_visibility(messages, 0)
+            self.stats.add(released=len(messages))
+        except LoginEtlError as exc:
+            log.warning("could not release %d message(s): %s", len(messages), exc)
+        self._leases.drop(messages)
         self._forget(messages)
+
+    def _forget(self, messages: Sequence[Message]) -> None:
+        self._capacity.release(len(messages))
+        self.stats.add(in_hand=-len(messages))
 
     # -- heartbeat -------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        # A message is extended at most a third plus a tick (half the timeout) after
-        # its last extension: the other half is slack for slow rounds of SQS calls.
         # Fixed-rate ticks, so a slow round does not push the next one back.
-        period = max(0.2, self._visibility / 6)
+        period = self._leases.period
+        backoff: Backoff | None = None
         next_tick = time.monotonic()
         while True:
             next_tick = max(next_tick + period, time.monotonic())
             if self._stopping.wait(next_tick - time.monotonic()):
                 return
-            self._extend_due()
+            try:
+                self._extend_due()
+                backoff = None
+            except RetryableError as exc:
+                if self._stopping.is_set():
+                    return
+                # The next tick is the retry; give up at the same moment as every stage.
+                backoff = self._retry.failed("extend", exc, backoff)
 
     def _extend_due(self) -> None:
-        """Extend messages held longer than a third of the visibility timeout."""
+        """Extend every message held longer than a third of the visibility timeout."""
         now = time.monotonic()
-        due_age = self._visibility / 3
-        with self._lock:
-            due = [m for m, since in self._in_hand.values() if now - since >= due_age]
-        if not due:
-            return
-        try:
-            failed = set(self.source.change_visibility(due, self._visibility))
-        except LoginEtlError as exc:
-            log.warning("visibility extension failed: %s", exc)
-            return
-        with self._lock:
-            for m in due:
-                if m.message_id not in failed and m.receipt in self._in_hand:
-                    self._in_hand[m.receipt] = (m, now)
-        self.stats.add(extended=len(due) - len(failed))
+        due = self._leases.due(now)
+        if due:
+            failed = self.source.change_visibility(due, self._leases.extension)
+            self.stats.add(extended=self._leases.extended(due, now, failed))

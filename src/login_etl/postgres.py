@@ -5,20 +5,25 @@ failures become `SinkUnavailable` (retryable); what only the operator can fix
 (a refused login, a missing database, table or privilege) becomes
 `ConfigError`; data errors raised for one row are isolated by bisecting the
 batch inside savepoints, so one bad row is rejected and the rest still loads
-in the same transaction.
+in the same transaction; anything else is a `DatabaseError`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
-from login_etl.errors import ConfigError, SinkUnavailable
+from login_etl import redact
+from login_etl.errors import ConfigError, DatabaseError, LoginEtlError, SinkUnavailable
 from login_etl.sink import Batch, WriteResult, count_reasons
 from login_etl.sqlfiles import query
 from login_etl.transform import Rejection, Row
@@ -37,21 +42,6 @@ _STAGING_TYPES = [
     "date",
     "timestamptz",
 ]
-# SQLSTATE classes that mean "this row can never be stored": data exceptions,
-# integrity violations, and errors raised by triggers (PL/pgSQL RAISE).
-_ROW_ERROR_CLASSES = ("22", "23", "P0")
-# Retrying the whole batch on a new connection may succeed: connection
-# exceptions (08), rollbacks such as deadlocks and serialization failures (40),
-# insufficient resources (53), operator intervention such as a shutdown, a
-# server still starting or a cancelled statement (57), system errors (58).
-_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
-# lock_not_available (a lock_timeout), and read_only_sql_transaction: after a
-# failover the connection may have reached the old primary, now a standby.
-_TRANSIENT_STATES = frozenset({"55P03", "25006"})
-# Refusals that no retry can fix, and that the operator must: the login
-# itself (class 28), the database in the URL (3D000), a missing privilege
-# (42501), missing tables (42P01).
-_LOGIN_REFUSED = ("28", "3D")
 # libpq reports a refused login without its SQLSTATE, so these are known by
 # the server's message. A server answering in another language makes them
 # look transient: retried until --max-retry-time, then reported.
@@ -63,6 +53,25 @@ _REFUSED_LOGIN_TEXT = re.compile(
     r"|permission denied for database)"
     r"|fe_sendauth: no password supplied"
 )
+# SQLSTATE classes that mean "this row can never be stored": data exceptions,
+# integrity violations, and errors raised by triggers (PL/pgSQL RAISE).
+_ROW_ERROR_CLASSES = ("22", "23", "P0")
+# Retrying the whole batch on a new connection may succeed: connection
+# exceptions (08), rollbacks such as deadlocks and serialization failures (40),
+# insufficient resources (53), operator intervention such as a shutdown, a
+# server still starting or a cancelled statement (57), system errors (58).
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+# lock_not_available (a lock_timeout), and read_only_sql_transaction: after a
+# failover the connection may have reached the old primary, now a standby.
+_TRANSIENT_STATES = frozenset({"55P03", "25006"})
+# What an operator must fix: missing tables or database, privileges, authentication.
+_CONFIG_STATES = {
+    "42P01": "tables missing: run `login-etl init-db` first",
+    "3D000": "the database does not exist",
+    "42501": "permission denied: the role lacks a privilege (see `login-etl grant`)",
+    "28P01": "password authentication failed",
+    "28000": "the server refused this role or host (pg_hba.conf)",
+}
 
 
 class _RowError(Exception):
@@ -95,21 +104,36 @@ def is_transient(exc: BaseException) -> bool:
 def config_problem(exc: psycopg.Error) -> str | None:
     """One line saying what the operator must fix, or None for other errors."""
     state = exc.sqlstate or ""
-    if state == "42P01":  # undefined_table
-        return "tables missing: run `login-etl init-db` first"
-    if state == "42501":  # insufficient_privilege
-        return f"PostgreSQL denied a privilege the service needs: {_describe(exc)}"
-    if state.startswith(_LOGIN_REFUSED) or (not state and _REFUSED_LOGIN_TEXT.search(str(exc))):
+    if state in _CONFIG_STATES:
+        return f"PostgreSQL: {_CONFIG_STATES[state]} (SQLSTATE {state})"
+    if state.startswith("28"):  # any other invalid_authorization_specification
+        return f"PostgreSQL refused the login (SQLSTATE {state})"
+    if not state and _REFUSED_LOGIN_TEXT.search(str(exc)):
         return f"PostgreSQL refused the login: {_describe(exc)}"
     return None
+
+
+def check_url(url: str) -> None:
+    """Raise ConfigError (never quoting the URL) unless libpq can parse `url`."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        raise ConfigError(
+            "the database URL is malformed (expected postgresql://user@host:port/dbname "
+            "or key=value pairs)"
+        ) from None
+    for port in str(params.get("port") or "5432").split(","):
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("the database URL has an invalid port number")
 
 
 def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
     """Open a connection; an empty `url` uses libpq's PG* variables.
 
-    Raises SinkUnavailable when the server cannot be reached, ConfigError
-    when it refuses the login or the database does not exist.
+    A malformed URL, a refused login or a missing database raise ConfigError
+    (retrying cannot help); an unreachable server raises SinkUnavailable.
     """
+    check_url(url)
     try:
         return psycopg.connect(url, connect_timeout=connect_timeout, application_name="login-etl")
     except psycopg.Error as exc:
@@ -119,20 +143,25 @@ def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
         raise SinkUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
 
 
+def translate(exc: psycopg.Error) -> LoginEtlError:
+    """The login-etl error for a psycopg error: retryable, configuration, or refused."""
+    problem = config_problem(exc)
+    if problem is not None:
+        return ConfigError(problem)
+    if is_transient(exc):
+        return SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}")
+    return DatabaseError(f"PostgreSQL refused a statement (SQLSTATE {exc.sqlstate or 'unknown'})")
+
+
 @contextmanager
 def session(url: str) -> Iterator[psycopg.Connection[Any]]:
-    """A connection for one admin task; failures become one-line login-etl errors."""
+    """A connection for one admin task; every psycopg error leaves as a login-etl error."""
     conn = connect(url)
     try:
         with conn:
             yield conn
     except psycopg.Error as exc:
-        if is_transient(exc):
-            raise SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}") from exc
-        problem = config_problem(exc)
-        if problem is not None:
-            raise ConfigError(problem) from exc
-        raise
+        raise translate(exc) from exc
 
 
 def locked_pages(
@@ -153,9 +182,9 @@ def locked_pages(
 
 
 def _describe(exc: psycopg.Error) -> str:
-    """One line about a psycopg error; never includes row data."""
+    """One line about a psycopg error; never includes row data or a password."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{type(exc).__name__}: {first}"[:300]
+    return redact.scrub(f"{type(exc).__name__}: {first}")[:300]
 
 
 def init_schema(conn: psycopg.Connection[Any]) -> None:
@@ -183,9 +212,12 @@ def staging_tuple(r: Row) -> tuple[Any, ...]:
 class PostgresSink:
     """Writes batches to PostgreSQL, one transaction each, reconnecting as needed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, write_timeout: float = 300.0) -> None:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
+        # A write still running after this long means a hung server: its connection is
+        # cut, the write fails as retryable, and the retry policy takes over.
+        self._write_timeout = write_timeout
 
     def __repr__(self) -> str:
         return "PostgresSink()"  # the URL may carry a password
@@ -203,23 +235,19 @@ class PostgresSink:
 
     @contextmanager
     def _guard(self) -> Iterator[psycopg.Connection[Any]]:
-        """Transient failures become SinkUnavailable (dropping the connection), and
-        what the operator must fix becomes ConfigError."""
+        """Every psycopg error leaves as a login-etl error; a transient one also
+        drops the connection."""
         try:
             yield self._connection()
         except psycopg.Error as exc:
             if is_transient(exc):
                 self.close()
-                raise SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}") from exc
-            problem = config_problem(exc)
-            if problem is not None:
-                raise ConfigError(problem) from exc
-            raise
+            raise translate(exc) from exc
 
     def write(self, batch: Batch) -> WriteResult:
         """Commit the batch; isolate rows PostgreSQL refuses into rejections."""
         rows = _dedupe(batch.rows)
-        with self._guard() as conn:
+        with self._guard() as conn, _deadline(conn, self._write_timeout):
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(query("durable_commit"))
@@ -324,6 +352,33 @@ class PostgresSink:
             if not cur.nextset():
                 break
         return [rej for rej in rejections if rej.message_id in inserted]
+
+
+@contextmanager
+def _deadline(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+    """Cut `conn`'s socket if the block is still running after `seconds`.
+
+    A server that accepts and never answers (stopped, partitioned) would
+    block a query forever: libpq has no client-side timeout, and a cancel
+    request would hang the same way. Shutting the socket down wakes the
+    blocked call with an error the caller treats as a lost connection.
+    """
+
+    def sever() -> None:
+        log.warning("a PostgreSQL call hung for %gs; dropping its connection", seconds)
+        try:
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):
+            pass  # already closed
+
+    timer = threading.Timer(seconds, sever)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _dedupe(items: list[_T]) -> list[_T]:

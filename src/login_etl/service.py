@@ -1,7 +1,8 @@
-"""Wiring: build the source, sink and pipeline from `Settings` and run them.
+"""Wiring: the one place where settings become a source, a sink and a pipeline.
 
-The CLI calls these; they never print. Everything they need comes in as
-arguments, so tests and the demo call them directly too.
+`run`, the demo, the benchmark and the tests all build their loop with
+`build_pipeline`, so each exercises exactly the production setup. The CLI
+calls these functions; they never print.
 """
 
 from __future__ import annotations
@@ -14,19 +15,60 @@ from contextlib import contextmanager
 from datetime import datetime
 from types import FrameType
 
-from login_etl import ledger, metrics, rejects
+from login_etl import health, ledger, rejects
 from login_etl.config import Settings
 from login_etl.errors import ConfigError
 from login_etl.masking import Masker
-from login_etl.metrics import Stats
-from login_etl.pipeline import Pipeline
-from login_etl.postgres import PostgresSink, init_schema, session
+from login_etl.metrics import Metrics, Stats
+from login_etl.pipeline import Options, Pipeline
+from login_etl.postgres import PostgresSink, connect, init_schema, session
 from login_etl.rekey import RekeyResult, rekey
-from login_etl.retry import call_with_retry
-from login_etl.source import QueueInfo
+from login_etl.retry import Retrier
+from login_etl.sink import Sink
+from login_etl.source import QueueInfo, Source
 from login_etl.sqs import SqsSource
 
 log = logging.getLogger(__name__)
+
+
+def pipeline_options(
+    settings: Settings,
+    *,
+    drain: bool = False,
+    max_messages: int | None = None,
+    visibility_timeout: int | None = None,
+) -> Options:
+    """The loop's options from the settings: the only place this mapping is written."""
+    return Options(
+        concurrency=settings.concurrency,
+        batch_size=settings.batch_size,
+        batch_wait=settings.batch_wait_seconds,
+        wait_seconds=settings.wait_time,
+        max_in_flight=settings.max_in_flight,
+        drain=drain,
+        max_messages=max_messages,
+        max_retry_time=float(settings.max_retry_time),
+        shutdown_timeout=float(settings.shutdown_timeout),
+        visibility_timeout=visibility_timeout,
+    )
+
+
+def build_pipeline(
+    settings: Settings,
+    source: Source,
+    sink: Sink,
+    masker: Masker,
+    *,
+    drain: bool = False,
+    max_messages: int | None = None,
+    visibility_timeout: int | None = None,
+    stats: Stats | None = None,
+) -> Pipeline:
+    """A pipeline configured from `settings` over the given seams."""
+    options = pipeline_options(
+        settings, drain=drain, max_messages=max_messages, visibility_timeout=visibility_timeout
+    )
+    return Pipeline(source, sink, masker, options, stats=stats)
 
 
 def init_db(settings: Settings) -> None:
@@ -35,14 +77,23 @@ def init_db(settings: Settings) -> None:
         init_schema(conn)
 
 
+def sqs_source(settings: Settings) -> SqsSource:
+    """The SQS source for the configured queue, with a connection per thread."""
+    return SqsSource(
+        settings.require_queue(),
+        pool_size=settings.concurrency * 2 + 4,
+        max_wait=settings.wait_time,
+    )
+
+
 def source_for(settings: Settings, *, max_retry_time: float = 0) -> tuple[SqsSource, QueueInfo]:
     """The SQS source for the configured queue and its settings, once the queue answers.
 
     A wrong URL or missing credentials fail at once (ConfigError); an
     unreachable endpoint is retried for up to `max_retry_time` seconds.
     """
-    source = SqsSource(settings.require_queue(), pool_size=settings.concurrency * 2 + 4)
-    return source, call_with_retry("SQS", source.info, max_time=max_retry_time)
+    source = sqs_source(settings)
+    return source, Retrier(max_retry_time).call("SQS", source.info)
 
 
 @contextmanager
@@ -78,27 +129,34 @@ def run(
     drain: bool = False,
     max_messages: int | None = None,
     stats: Stats | None = None,
-    masker: Masker | None = None,
 ) -> Stats:
     """Run the pipeline until drained, stopped by a signal, or `max_messages` are done."""
-    masker = masker or settings.masker()
+    for note in settings.notes:
+        log.warning(note)
+    masker = settings.masker()
+    stats = stats or Stats(metrics=Metrics() if settings.metrics_port else None)
+    retrier = Retrier(settings.max_retry_time, on_retry=stats.retried)
     source, info = source_for(settings, max_retry_time=settings.max_retry_time)
     if settings.init_db:
-        call_with_retry("PostgreSQL", lambda: init_db(settings), max_time=settings.max_retry_time)
-    stop_pruning = threading.Event()
-    retention = info.retention_seconds
+        retrier.call("init-db", lambda: init_db(settings))
     threading.Thread(
         target=ledger.prune_periodically,
-        args=(lambda: session(settings.database_url), retention, stop_pruning),
+        args=(lambda: session(settings.database_url), info.retention_seconds, retrier),
         name="ledger-prune",
         daemon=True,
     ).start()
-    sink = PostgresSink(settings.database_url)
-    stats = stats or Stats()
+    sink = PostgresSink(settings.database_url, write_timeout=float(settings.max_retry_time))
     if settings.metrics_port:
-        metrics.serve(stats, settings.metrics_port)
-    pipeline = Pipeline(
-        source, sink, masker, settings.options(drain=drain, max_messages=max_messages), stats=stats
+        _serve_health(settings, stats, source, info, retrier.stop)
+    pipeline = build_pipeline(
+        settings,
+        source,
+        sink,
+        masker,
+        drain=drain,
+        max_messages=max_messages,
+        visibility_timeout=info.visibility_timeout,
+        stats=stats,
     )
     log.info(
         "worker started",
@@ -115,7 +173,7 @@ def run(
         with _stop_on_signals(pipeline):
             pipeline.run()
     finally:
-        stop_pruning.set()
+        retrier.stop.set()  # ends the pruning thread
         sink.close()
     snap = stats.snapshot()
     log.info(
@@ -129,6 +187,40 @@ def run(
         },
     )
     return stats
+
+
+def _serve_health(
+    settings: Settings, stats: Stats, source: SqsSource, info: QueueInfo, stop: threading.Event
+) -> None:
+    """Serve /metrics, /healthz and /readyz; probe PostgreSQL and SQS every 2 s until `stop`."""
+    metrics = stats.metrics or Metrics()
+    dlq = SqsSource(info.dlq_url, client=source.client) if info.dlq_url else None
+
+    def sqs() -> None:
+        depth = source.depth()
+        metrics.queue_depth("main", depth.visible, depth.in_flight, depth.delayed)
+        if dlq is not None:
+            d = dlq.depth()
+            metrics.queue_depth("dlq", d.visible, d.in_flight, d.delayed)
+
+    def postgres() -> None:
+        with connect(settings.database_url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+
+    # A receive may take a long poll plus its timeout; a batch its wait and a slow commit.
+    stall_after = max(60.0, 2 * (settings.wait_time + settings.batch_wait_seconds + 30))
+    checks = {"postgresql": postgres, "sqs": sqs}
+    state = health.Health(stats, checks, stall_after=stall_after)
+    server = health.serve(metrics, state, settings.metrics_port)
+    threading.Thread(
+        target=health.probe_forever, args=(state, stop), name="probes", daemon=True
+    ).start()
+
+    def stop_serving() -> None:
+        stop.wait()
+        server.shutdown()
+
+    threading.Thread(target=stop_serving, name="http-stop", daemon=True).start()
 
 
 def seed(settings: Settings, bodies: Sequence[str]) -> int:

@@ -6,6 +6,7 @@ with visibility timeouts for unit tests and the benchmark's no-network mode.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 import time
@@ -16,6 +17,18 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from login_etl.transform import Message
+
+# Most messages one SQS receive, delete or visibility call may carry.
+SQS_BATCH_MAX = 10
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """Approximate message counts of a queue."""
+
+    visible: int
+    in_flight: int
+    delayed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +60,11 @@ class Source(Protocol):
         ...
 
     def info(self) -> QueueInfo:
-        """Current depth and settings of the queue."""
+        """Current depth and settings of the queue (read once at start)."""
+        ...
+
+    def depth(self) -> QueueDepth:
+        """Current depth only: the cheap call for polling."""
         ...
 
 
@@ -67,6 +84,9 @@ class MemorySource:
         self._ids = itertools.count(1)
         self._visible: deque[tuple[str, str, datetime, int]] = deque()
         self._in_flight: dict[str, tuple[str, str, datetime, int, float]] = {}
+        # (deadline, receipt) for every lease set; stale entries are skipped on expiry,
+        # so expiring costs O(log n) per message instead of a scan of everything held.
+        self._deadlines: list[tuple[float, str]] = []
         self.visibility_timeout = visibility_timeout
         self.deleted: set[str] = set()
         self.receives = 0
@@ -80,12 +100,18 @@ class MemorySource:
             self._visible.append((message_id, body, sent_at or datetime.now(UTC), 0))
         return message_id
 
+    def _lease(self, receipt: str, entry: tuple[str, str, datetime, int, float]) -> None:
+        self._in_flight[receipt] = entry
+        heapq.heappush(self._deadlines, (entry[4], receipt))
+
     def _expire(self) -> None:
         now = self._clock()
-        for receipt, (mid, body, sent, count, deadline) in list(self._in_flight.items()):
-            if deadline <= now:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, receipt = heapq.heappop(self._deadlines)
+            entry = self._in_flight.get(receipt)
+            if entry is not None and entry[4] == deadline:  # not deleted, not extended since
                 del self._in_flight[receipt]
-                self._visible.append((mid, body, sent, count))
+                self._visible.append(entry[:4])
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
         """Hand out visible messages and hide them for the visibility timeout."""
@@ -97,7 +123,7 @@ class MemorySource:
                 mid, body, sent, count = self._visible.popleft()
                 receipt = f"r-{next(self._ids)}"
                 deadline = self._clock() + self.visibility_timeout
-                self._in_flight[receipt] = (mid, body, sent, count + 1, deadline)
+                self._lease(receipt, (mid, body, sent, count + 1, deadline))
                 out.append(Message(mid, receipt, body, sent, count + 1))
             return out
 
@@ -122,9 +148,15 @@ class MemorySource:
                     failed.append(m.message_id)
                     continue
                 mid, body, sent, count, _ = entry
-                self._in_flight[m.receipt] = (mid, body, sent, count, self._clock() + seconds)
+                self._lease(m.receipt, (mid, body, sent, count, self._clock() + seconds))
             self._expire()
             return failed
+
+    def depth(self) -> QueueDepth:
+        """Depth."""
+        with self._lock:
+            self._expire()
+            return QueueDepth(visible=len(self._visible), in_flight=len(self._in_flight))
 
     def info(self) -> QueueInfo:
         """Depth and settings."""

@@ -15,19 +15,22 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
 from login_etl.errors import ConfigError, SourceUnavailable
-from login_etl.source import QueueInfo
+from login_etl.source import SQS_BATCH_MAX, QueueDepth, QueueInfo
 from login_etl.transform import Message
 
 log = logging.getLogger(__name__)
 
-SQS_BATCH_MAX = 10
+# Seconds a call other than a long poll may take before it counts as failed.
+CALL_TIMEOUT = 5.0
+# A long poll answers after at most its wait: this much more means a hung endpoint.
+POLL_SLACK = 10.0
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 _MISSING_QUEUE = {
     "AWS.SimpleQueueService.NonExistentQueue",
@@ -64,10 +67,20 @@ def region_for(queue_url: str) -> str | None:
 
 
 def make_client(
-    queue_url: str, *, pool_size: int = 10, max_attempts: int = 5, **overrides: Any
+    queue_url: str,
+    *,
+    pool_size: int = 10,
+    max_attempts: int = 1,
+    read_timeout: float = CALL_TIMEOUT,
+    **overrides: Any,
 ) -> Any:
     """A boto3 SQS client with retries and a connection pool sized for our threads.
 
+    Every call is bounded: `connect_timeout` 5 s, `read_timeout` as given
+    (a receive's must exceed its long-poll wait), and by default one try
+    inside botocore: retries are the worker's own policy (``--max-retry-time``,
+    jittered backoff), so a hung endpoint fails a call in seconds and the
+    outage is measured the same way as every other.
     `overrides` (endpoint_url, region_name, credentials) replace what boto3's
     standard chain would find; the demo uses them to ignore the shell's AWS_*.
     """
@@ -78,7 +91,7 @@ def make_client(
         retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=pool_size,
         connect_timeout=5,
-        read_timeout=30,
+        read_timeout=read_timeout,
     )
     try:
         return boto3.session.Session().client("sqs", region_name=region, config=config, **overrides)
@@ -106,9 +119,13 @@ def translated(action: str) -> Iterator[None]:
         raise SourceUnavailable(f"SQS {action} failed: {type(exc).__name__}") from exc
 
 
-def _chunks(items: Sequence[Message]) -> Iterator[Sequence[Message]]:
-    for i in range(0, len(items), SQS_BATCH_MAX):
-        yield items[i : i + SQS_BATCH_MAX]
+_S = TypeVar("_S")
+
+
+def chunks(items: Sequence[_S], size: int = SQS_BATCH_MAX) -> Iterator[Sequence[_S]]:
+    """`items` in slices of at most `size` (SQS takes 10 entries per batch call)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _message(raw: dict[str, Any]) -> Message:
@@ -127,9 +144,17 @@ def _message(raw: dict[str, Any]) -> Message:
 class SqsSource:
     """Receives from, deletes from and extends messages on one SQS queue."""
 
-    def __init__(self, queue_url: str, *, client: Any = None, pool_size: int = 10) -> None:
+    def __init__(
+        self, queue_url: str, *, client: Any = None, pool_size: int = 10, max_wait: int = 20
+    ) -> None:
         self.queue_url = queue_url
-        self._client = client or make_client(queue_url, pool_size=pool_size)
+        # Long polls get a client (and connections) of their own, so that deletes and
+        # the heartbeat's extensions never queue behind a hung receive.
+        self.client = client or make_client(queue_url, pool_size=pool_size)
+        self._receiver = client or make_client(
+            queue_url, pool_size=pool_size, read_timeout=max_wait + POLL_SLACK
+        )
+        self._dlq: tuple[str | None, int | None] | None = None  # resolved once
 
     def __repr__(self) -> str:
         return f"SqsSource({self.queue_url!r})"
@@ -137,7 +162,7 @@ class SqsSource:
     def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
         """Long-poll for up to `max_messages` (≤ 10) messages."""
         with translated("receive"):
-            answer = self._client.receive_message(
+            answer = self._receiver.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(max_messages, SQS_BATCH_MAX),
                 WaitTimeSeconds=wait_seconds,
@@ -162,36 +187,47 @@ class SqsSource:
         self, action: str, method: str, messages: Sequence[Message], extra: dict[str, Any]
     ) -> list[str]:
         failed: list[str] = []
-        for chunk in _chunks(messages):
+        for chunk in chunks(messages):
             entries = [
                 {"Id": str(i), "ReceiptHandle": m.receipt, **extra} for i, m in enumerate(chunk)
             ]
             with translated(action):
-                answer = getattr(self._client, method)(QueueUrl=self.queue_url, Entries=entries)
+                answer = getattr(self.client, method)(QueueUrl=self.queue_url, Entries=entries)
             for entry in answer.get("Failed", []):
                 failed.append(chunk[int(entry["Id"])].message_id)
         if failed:
             log.warning("SQS %s failed for %d message(s)", action, len(failed))
         return failed
 
-    def info(self) -> QueueInfo:
-        """Queue depth and the settings that matter to delivery guarantees."""
+    def _attributes(self, names: list[str]) -> dict[str, str]:
         with translated("get attributes"):
-            attrs = self._client.get_queue_attributes(
-                QueueUrl=self.queue_url, AttributeNames=["All"]
-            )["Attributes"]
-        dlq_url = None
-        max_receives = None
-        if attrs.get("RedrivePolicy"):
-            policy = json.loads(attrs["RedrivePolicy"])
-            max_receives = int(policy.get("maxReceiveCount", 0)) or None
-            arn = policy.get("deadLetterTargetArn", "")
-            if arn:
-                with translated("get DLQ url"):
-                    name = arn.rsplit(":", 1)[-1]
-                    account = arn.split(":")[4] if arn.count(":") >= 5 else None
-                    kwargs = {"QueueOwnerAWSAccountId": account} if account else {}
-                    dlq_url = self._client.get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
+            answer = self.client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
+        return dict(answer.get("Attributes", {}))
+
+    def depth(self) -> QueueDepth:
+        """Approximate visible, in-flight and delayed counts (one cheap call)."""
+        attrs = self._attributes(
+            [
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ]
+        )
+        return QueueDepth(
+            visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )
+
+    def info(self) -> QueueInfo:
+        """Queue depth and the settings that matter to delivery guarantees.
+
+        The dead-letter queue's URL is looked up on the first call only.
+        """
+        attrs = self._attributes(["All"])
+        if self._dlq is None:
+            self._dlq = self._dead_letter(attrs.get("RedrivePolicy"))
+        dlq_url, max_receives = self._dlq
         return QueueInfo(
             visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
             in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
@@ -202,14 +238,29 @@ class SqsSource:
             max_receive_count=max_receives,
         )
 
+    def _dead_letter(self, redrive_policy: str | None) -> tuple[str | None, int | None]:
+        """(DLQ URL, maxReceiveCount) from a RedrivePolicy, or (None, None)."""
+        if not redrive_policy:
+            return None, None
+        policy = json.loads(redrive_policy)
+        max_receives = int(policy.get("maxReceiveCount", 0)) or None
+        arn = policy.get("deadLetterTargetArn", "")
+        if not arn:
+            return None, max_receives
+        name = arn.rsplit(":", 1)[-1]
+        account = arn.split(":")[4] if arn.count(":") >= 5 else None
+        kwargs = {"QueueOwnerAWSAccountId": account} if account else {}
+        with translated("get DLQ url"):
+            url: str = self.client.get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
+        return url, max_receives
+
     def send_bodies(self, bodies: Sequence[str]) -> int:
         """Send bodies, 10 per call; return how many were sent."""
         sent = 0
-        for i in range(0, len(bodies), SQS_BATCH_MAX):
-            chunk = bodies[i : i + SQS_BATCH_MAX]
+        for chunk in chunks(bodies):
             entries = [{"Id": str(j), "MessageBody": b} for j, b in enumerate(chunk)]
             with translated("send"):
-                answer = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                answer = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             if answer.get("Failed"):
                 codes = sorted({f.get("Code", "?") for f in answer["Failed"]})
                 raise SourceUnavailable(f"SQS send failed for {len(answer['Failed'])}: {codes}")

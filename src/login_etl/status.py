@@ -18,8 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from login_etl.config import Settings
-from login_etl.errors import SinkUnavailable
-from login_etl.postgres import connect
+from login_etl.postgres import session
 from login_etl.sqlfiles import query
 from login_etl.sqs import SqsSource, make_client
 
@@ -64,7 +63,7 @@ def queue_status(queue_url: str) -> QueueStatus:
     info = SqsSource(queue_url, client=client).info()
     dlq_visible = None
     if info.dlq_url:
-        dlq_visible = SqsSource(info.dlq_url, client=client).info().visible
+        dlq_visible = SqsSource(info.dlq_url, client=client).depth().visible
     return QueueStatus(
         url=queue_url,
         visible=info.visible,
@@ -77,12 +76,8 @@ def queue_status(queue_url: str) -> QueueStatus:
 
 def table_status(database_url: str) -> TableStatus:
     """Rows loaded, rejections by reason and the last commit time; zeros for missing tables."""
-    with connect(database_url) as conn:
-        try:
-            return _table_status(conn)
-        except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise SinkUnavailable(f"status query failed: {type(exc).__name__}: {first}") from exc
+    with session(database_url) as conn:
+        return _table_status(conn)
 
 
 def _table_status(conn: psycopg.Connection[Any]) -> TableStatus:

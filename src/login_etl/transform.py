@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import msgspec
+
 from login_etl.events import Invalid, parse_event
 from login_etl.masking import MASK_MAX_CHARS, Masker
 
@@ -28,9 +30,12 @@ class Message:
         return f"Message(message_id={self.message_id!r}, receive_count={self.receive_count})"
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One `user_logins` row plus the message id that carries it."""
+class Row(msgspec.Struct, frozen=True, gc=False):
+    """One `user_logins` row plus the message id that carries it.
+
+    A frozen msgspec struct rather than a dataclass: one is built per message
+    on the hot path, where a frozen dataclass spends ~1 µs in ``object.__setattr__``.
+    """
 
     message_id: str
     user_id: str
@@ -80,7 +85,7 @@ def transform(message: Message, masker: Masker) -> Row | Rejection:
     event = parse_event(message.body, message.sent_at)
     if isinstance(event, Invalid):
         return reject(message, event.reason, masker)
-    masked_ip = masker.mask("ip", event.ip)
+    masked_ip = masker.mask("ip", event.ip)  # canonical: one address, one mask
     if len(masked_ip) > MASK_MAX_CHARS:
         return reject(message, "mask_too_long:ip", masker)
     masked_device_id = masker.mask("device_id", event.device_id)

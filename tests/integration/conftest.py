@@ -20,7 +20,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from login_etl.dev.local import LocalPostgres, LocalSqs, local_aws_env
+from login_etl.dev.local import (
+    LocalPostgres,
+    LocalServices,
+    LocalSqs,
+    local_aws_env,
+    local_services,
+)
 from login_etl.masking import generate_key
 
 from .helpers import Env, Workers
@@ -34,17 +40,24 @@ def unique_name(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[LocalPostgres]:
-    """A throwaway PostgreSQL server for the whole session."""
-    with LocalPostgres() as server:
-        yield server
+def services() -> Iterator[LocalServices]:
+    """A throwaway PostgreSQL and moto's SQS over HTTP for the whole session, started as
+    the demo and the benchmark start them."""
+    with local_services() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
-def sqs_server() -> Iterator[LocalSqs]:
-    """moto's SQS server over HTTP for the whole session."""
-    with LocalSqs() as server:
-        yield server
+def pg_server(services: LocalServices) -> LocalPostgres:
+    """The session's PostgreSQL server."""
+    return services.pg
+
+
+@pytest.fixture(scope="session")
+def sqs_server(services: LocalServices) -> LocalSqs:
+    """The session's SQS endpoint."""
+    assert services.sqs is not None
+    return services.sqs
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ class Env:
             LOGIN_ETL_DATABASE_URL=self.database_url,
             LOGIN_ETL_MASKING_KEY=self.key,
             LOGIN_ETL_WAIT_TIME="1",
-            LOGIN_ETL_BATCH_WAIT="200",
+            LOGIN_ETL_BATCH_WAIT_SECONDS="0.2",
         )
         env.update(extra)
         return env

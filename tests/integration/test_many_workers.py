@@ -88,7 +88,7 @@ def test_workers_killed_frozen_and_cut_off_still_load_each_message_once(
         assert w.wait(40) == 0, w.log[-3000:]
         assert "Traceback" not in w.log
         logs.append(w.log)
-    assert "batch write failed, retrying" in a.log, a.log[-3000:]  # A lived through the outage
+    assert "write failed, retrying" in a.log, a.log[-3000:]  # A lived through the outage
     rest = stats_line(drain(env.vars()))
     assert rest["loaded"] + rest["rejected"] == 0  # nothing was left for a last worker
     assert_exactly_once(env, sent)

@@ -14,9 +14,8 @@ import pytest
 from login_etl.config import Settings
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.metrics import Stats
-from login_etl.pipeline import Pipeline
 from login_etl.postgres import PostgresSink
-from login_etl.service import init_db
+from login_etl.service import build_pipeline, init_db
 from login_etl.sink import Batch
 from login_etl.sqs import SqsSource
 from login_etl.transform import Message, reject, transform
@@ -36,20 +35,25 @@ from .helpers import (
 )
 
 
-def run_in_process(env, source: SqsSource, **kw: Any) -> Stats:
-    """Run a drain in this process (for hooks the CLI does not offer)."""
+def run_in_process(env, source: SqsSource) -> Stats:
+    """Run a drain in this process, wired as `login-etl run --drain` wires it."""
     settings = Settings.load()
     init_db(settings)
     sink = PostgresSink(env.database_url)
     try:
-        return Pipeline(source, sink, settings.masker(), settings.options(drain=True), **kw).run()
+        return build_pipeline(settings, source, sink, settings.masker(), drain=True).run()
     finally:
         sink.close()
 
 
-def crash(messages: Any, result: Any) -> None:
-    """Die right after the commit, before any delete."""
-    raise SystemExit("crash")
+class DiesAfterCommit(SqsSource):
+    """A worker that dies at its first delete: after the commit, before any delete."""
+
+    def delete(self, messages: Any) -> list[str]:
+        raise SystemExit("crash")
+
+    def change_visibility(self, messages: Any, seconds: int) -> list[str]:
+        raise SystemExit("crash")  # dead: it hands nothing back either
 
 
 def drain(env, *extra: str) -> str:
@@ -103,7 +107,7 @@ def test_redelivered_message_never_loads_twice(etl_env, sqs_client) -> None:
     source = SqsSource(etl_env.queue_url)
     # First delivery: commit but never delete (a crash right after commit) ...
     with pytest.raises(SystemExit):
-        run_in_process(etl_env, source, after_commit=crash)
+        run_in_process(etl_env, DiesAfterCommit(etl_env.queue_url))
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") > 0
     # ... so SQS redelivers the same message ids.
     held = source.receive(10, 1)
@@ -124,7 +128,7 @@ def test_crash_between_commit_and_delete_then_rerun(etl_env, sqs_client) -> None
     send(sqs_client, etl_env.queue_url, [event(i) for i in range(40)] + ["not json"])
     # A worker that dies after its commit and before its delete.
     with pytest.raises(SystemExit):
-        run_in_process(etl_env, SqsSource(etl_env.queue_url), after_commit=crash)
+        run_in_process(etl_env, DiesAfterCommit(etl_env.queue_url))
     first_rows = scalar(etl_env.database_url, "SELECT count(*) FROM user_logins")
     first_rejects = scalar(etl_env.database_url, "SELECT count(*) FROM user_logins_rejected")
     assert first_rows + first_rejects > 0
@@ -160,7 +164,7 @@ def test_poison_row_inside_large_batch_is_isolated(etl_env, sqs_client) -> None:
     bodies = [event(i) for i in range(300)]
     bodies[137] = event(137, user_id="poison")
     send(sqs_client, etl_env.queue_url, bodies)
-    drain(etl_env, "--batch-size", "1000", "--max-in-flight", "1000", "--batch-wait", "3000")
+    drain(etl_env, "--batch-size", "1000", "--max-in-flight", "1000", "--batch-wait-seconds", "3")
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 299
     assert query(etl_env.database_url, "SELECT reason FROM user_logins_rejected") == [
         ("db_error:P0001",)

@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from login_etl.dev.local import LocalPostgres
-from login_etl.errors import ConfigError, RetryableError, SinkUnavailable
+from login_etl.errors import ConfigError, DatabaseError, RetryableError, SinkUnavailable
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.postgres import PostgresSink, connect, init_schema, session
 from login_etl.sink import Batch
@@ -148,7 +148,7 @@ def test_what_a_server_error_does_to_a_batch(database_url: str, state: str, expe
                 ("user-3",),
             ]
             return
-        want = {"retry": SinkUnavailable, "config": ConfigError, "fatal": Exception}[expected]
+        want = {"retry": SinkUnavailable, "config": ConfigError, "fatal": DatabaseError}[expected]
         with pytest.raises(want) as info:
             sink.write(batch_of(bodies, "m"))
         assert isinstance(info.value, RetryableError) == (expected == "retry")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 # Fixed keys so failures are reproducible; never used outside tests.
@@ -21,6 +22,16 @@ RECORD: dict[str, Any] = {
     "locale": "RU",
     "device_id": "593-47-5928",
 }
+
+# The closed set of parse reasons: they become metric labels, so never message content.
+_FIELD = "(user_id|device_type|ip|device_id|app_version|locale)"
+REASON = re.compile(
+    "invalid_json|not_an_object|invalid_sns_message|too_large|invalid_ip|invalid_app_version"
+    "|out_of_range:app_version|too_long:(user_id|device_type|locale)"
+    f"|(missing_field|wrong_type|empty_field|control_character|invalid_unicode"
+    f"|duplicate_field|conflicting_field):{_FIELD}"
+)
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 DROP = object()  # marks a field to remove in `record_body`
 

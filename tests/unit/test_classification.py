@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from login_etl import postgres, sqs
-from login_etl.errors import ConfigError, SinkUnavailable, SourceUnavailable
+from login_etl.errors import ConfigError, DatabaseError, SinkUnavailable, SourceUnavailable
 
 # -- PostgreSQL ------------------------------------------------------------------
 
@@ -88,6 +88,14 @@ def test_sqlstate_classification(sqlstate: str, expected: str) -> None:
         assert problem is not None and "\n" not in problem
     else:
         assert problem is None
+    # Outside a batch (admin sessions, status), one translation for every error.
+    translated = postgres.translate(exc)
+    if expected == "retry":
+        assert isinstance(translated, SinkUnavailable)
+    elif sqlstate in CONFIG_STATES:
+        assert isinstance(translated, ConfigError)
+    else:
+        assert isinstance(translated, DatabaseError)
 
 
 def test_every_sqlstate_class_in_the_table_is_known_to_psycopg() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +14,6 @@ from tests.unit.helpers import KEY_A, KEY_A_TEXT, KEY_B, KEY_B_TEXT
 
 IP = "199.172.111.135"
 DEVICE = "593-47-5928"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`run` configures the login_etl logger on the runner's stderr; undo that afterwards."""
-    logger = logging.getLogger("login_etl")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def invoke(args: list[str], env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
@@ -75,12 +64,21 @@ def test_unmask_with_key_from_env() -> None:
     assert KEY_A_TEXT not in result.output
 
 
-def test_unmask_with_key_flag_and_several_masks() -> None:
+def test_unmask_several_masks() -> None:
     masker = Masker(KEY_A)
     masks = [masker.mask("device_id", v) for v in (DEVICE, "111-22-3333", DEVICE)]
-    result = invoke(["unmask", "--masking-key", KEY_A_TEXT, "--field", "device_id", *masks])
+    env = {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT}
+    result = invoke(["unmask", "--field", "device_id", *masks], env=env)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [DEVICE, "111-22-3333", DEVICE]
+
+
+@pytest.mark.parametrize("command", [["unmask", "--field", "ip"], ["run"], ["rekey"]])
+@pytest.mark.parametrize("flag", ["--masking-key", "--masking-old-keys"])
+def test_keys_are_never_taken_from_flags(command: list[str], flag: str) -> None:
+    result = invoke([*command, flag, KEY_A_TEXT])
+    line = assert_one_line_error(result, 2, "No such option", flag)
+    assert KEY_A_TEXT not in line
 
 
 def test_unmask_reads_masks_from_stdin() -> None:
@@ -143,14 +141,17 @@ def test_unmask_invalid_field_choice() -> None:
 @pytest.mark.parametrize(
     ("args", "env", "fragments"),
     [
-        (["--batch-size", "abc"], {}, ["--batch-size", "LOGIN_ETL_BATCH_SIZE", "whole number"]),
-        ([], {"LOGIN_ETL_CONCURRENCY": "0"}, ["--concurrency", "LOGIN_ETL_CONCURRENCY"]),
-        (["--log-format", "xml"], {}, ["--log-format", "text, json"]),
+        (["--batch-size", "abc"], {}, ["--batch-size", "not a valid integer"]),
+        ([], {"LOGIN_ETL_CONCURRENCY": "0"}, ["LOGIN_ETL_CONCURRENCY", "1<=x<=64"]),
+        (["--log-format", "xml"], {}, ["--log-format", "'text', 'json'"]),
+        (["--batch-sise", "10"], {}, ["No such option", "--batch-sise", "--batch-size"]),
+        ([], {"LOGIN_ETL_BATCH_WAIT_SECONDS": "0"}, ["LOGIN_ETL_BATCH_WAIT_SECONDS", "0.001"]),
+        ([], {"LOGIN_ETL_BATCH_WAIT": "-5"}, ["LOGIN_ETL_BATCH_WAIT", "1<=x<=600000"]),
         (["--batch-size", "600", "--max-in-flight", "500"], {}, ["--max-in-flight"]),
         ([], {"LOGIN_ETL_INIT_DB": "perhaps"}, ["LOGIN_ETL_INIT_DB"]),
         ([], {}, ["no masking key", "LOGIN_ETL_MASKING_KEY"]),
         ([], {"LOGIN_ETL_MASKING_KEY": "c2hvcnQ="}, ["LOGIN_ETL_MASKING_KEY", "64 bytes"]),
-        (["--masking-key", "%%%"], {}, ["LOGIN_ETL_MASKING_KEY", "not valid base64"]),
+        ([], {"LOGIN_ETL_MASKING_KEY": "%%%"}, ["LOGIN_ETL_MASKING_KEY", "not valid base64"]),
         ([], {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT}, ["no queue", "LOGIN_ETL_QUEUE_URL"]),
         (
             [],
@@ -162,6 +163,9 @@ def test_unmask_invalid_field_choice() -> None:
         "batch-size-abc",
         "concurrency-0",
         "log-format",
+        "flag-typo",
+        "batch-wait-zero",
+        "old-batch-wait-negative",
         "in-flight-below-batch",
         "init-db",
         "no-key",
@@ -183,8 +187,14 @@ def test_run_help_names_every_env_variable() -> None:
     text = " ".join(result.stdout.split())
     for name in PIPELINE:
         assert SPECS[name].env in text, name
-        assert SPECS[name].flag in text, name
+        assert SPECS[name].flag is None or SPECS[name].flag in text, name
     assert "--drain" in text and "--max-messages" in text
+    # Types, units and choices are shown, not a bare TEXT.
+    assert "--log-format [text|json]" in text
+    assert "--concurrency INTEGER RANGE" in text
+    assert "unit: seconds" in text
+    assert "LOGIN_ETL_MASKING_KEY[_FILE]" in text
+    assert "--masking-key" not in text
 
 
 @pytest.mark.parametrize(

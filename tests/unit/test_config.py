@@ -10,6 +10,7 @@ from login_etl.config import SPECS, Settings
 from login_etl.errors import ConfigError
 from login_etl.masking import Masker, key_id
 from login_etl.pipeline import Options
+from login_etl.service import pipeline_options
 from tests.unit.helpers import KEY_A, KEY_A_TEXT, KEY_B, KEY_B_TEXT
 
 PASSWORD = "s3cr3t-pa55word"
@@ -24,18 +25,23 @@ def test_defaults() -> None:
     s = load()
     assert s == Settings()
     assert (s.queue_url, s.database_url, s.masking_key, s.masking_old_keys) == (None, "", None, "")
-    assert (s.concurrency, s.batch_size, s.batch_wait, s.wait_time) == (4, 500, 1000, 20)
+    assert (s.concurrency, s.batch_size, s.batch_wait_seconds, s.wait_time) == (4, 500, 1.0, 20)
     assert (s.max_in_flight, s.max_retry_time, s.shutdown_timeout) == (2000, 300, 30)
-    assert (s.metrics_port, s.init_db, s.log_format, s.log_level) == (0, True, "text", "INFO")
+    assert (s.metrics_port, s.init_db, s.log_format, s.log_level) == (0, True, "text", "info")
+    assert s.notes == ()
 
 
 def test_every_field_has_a_spec_with_env_and_flag() -> None:
-    names = set(Settings.__dataclass_fields__)
+    names = set(Settings.__dataclass_fields__) - {"notes"}
     assert names == set(SPECS)
     for name, spec in SPECS.items():
         assert spec.env == "LOGIN_ETL_" + name.upper()
-        assert spec.flag == "--" + name.replace("_", "-")
+        if name in ("masking_key", "masking_old_keys"):
+            assert spec.flag is None and spec.secret  # keys: environment or file only
+        else:
+            assert spec.flag == "--" + name.replace("_", "-")
         assert spec.help
+        assert Settings.__dataclass_fields__[name].default == spec.default
 
 
 def test_env_values_are_parsed() -> None:
@@ -45,7 +51,7 @@ def test_env_values_are_parsed() -> None:
         LOGIN_ETL_MASKING_KEY=KEY_A_TEXT,
         LOGIN_ETL_CONCURRENCY=" 8 ",
         LOGIN_ETL_BATCH_SIZE="100",
-        LOGIN_ETL_BATCH_WAIT="250",
+        LOGIN_ETL_BATCH_WAIT_SECONDS="0.25",
         LOGIN_ETL_WAIT_TIME="0",
         LOGIN_ETL_MAX_IN_FLIGHT="100",
         LOGIN_ETL_MAX_RETRY_TIME="5",
@@ -58,9 +64,9 @@ def test_env_values_are_parsed() -> None:
     assert s.queue_url == "http://sqs.local/000/login-queue"
     assert s.database_url == DB_URL
     assert s.masking_key == KEY_A_TEXT
-    assert (s.concurrency, s.batch_size, s.batch_wait, s.wait_time) == (8, 100, 250, 0)
+    assert (s.concurrency, s.batch_size, s.batch_wait_seconds, s.wait_time) == (8, 100, 0.25, 0)
     assert (s.max_in_flight, s.max_retry_time, s.shutdown_timeout) == (100, 5, 7)
-    assert (s.metrics_port, s.init_db, s.log_format, s.log_level) == (9100, False, "json", "DEBUG")
+    assert (s.metrics_port, s.init_db, s.log_format, s.log_level) == (9100, False, "json", "debug")
 
 
 def test_flag_overrides_env() -> None:
@@ -81,10 +87,6 @@ def test_reads_os_environ_when_env_is_not_given(monkeypatch: pytest.MonkeyPatch)
     assert Settings.load({}, {}).batch_size == 500
 
 
-def test_empty_env_value_means_default() -> None:
-    assert load(LOGIN_ETL_BATCH_SIZE="", LOGIN_ETL_LOG_FORMAT="").batch_size == 500
-
-
 @pytest.mark.parametrize("value", ["1", "true", "YES", "On", " true "])
 def test_bool_true(value: str) -> None:
     assert load(LOGIN_ETL_INIT_DB=value).init_db is True
@@ -98,19 +100,21 @@ def test_bool_false(value: str) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("batch_size", "abc", "whole number"),
-        ("batch_size", "1.5", "whole number"),
-        ("batch_size", "0", "between 1 and 10000"),
-        ("batch_size", "10001", "between 1 and 10000"),
-        ("concurrency", "-1", "between 1 and 64"),
-        ("concurrency", "65", "between 1 and 64"),
-        ("wait_time", "21", "between 0 and 20"),
-        ("max_in_flight", "9", "between 10 and 100000"),
-        ("metrics_port", "70000", "between 0 and 65535"),
-        ("max_retry_time", "0", "between 1 and 86400"),
-        ("init_db", "maybe", "true or false"),
-        ("log_format", "xml", "one of text, json"),
-        ("log_level", "trace", "one of debug, info, warning, error"),
+        ("batch_size", "abc", "not a valid integer"),
+        ("batch_size", "1.5", "not a valid integer"),
+        ("batch_size", "0", "1<=x<=10000"),
+        ("batch_size", "10001", "1<=x<=10000"),
+        ("concurrency", "-1", "1<=x<=64"),
+        ("concurrency", "65", "1<=x<=64"),
+        ("wait_time", "21", "0<=x<=20"),
+        ("max_in_flight", "9", "10<=x<=100000"),
+        ("metrics_port", "70000", "0<=x<=65535"),
+        ("max_retry_time", "0", "1<=x<=86400"),
+        ("batch_wait_seconds", "0", "0.001<=x<=600"),
+        ("batch_wait_seconds", "soon", "not a valid float"),
+        ("init_db", "maybe", "not a valid boolean"),
+        ("log_format", "xml", "'text', 'json'"),
+        ("log_level", "trace", "'debug', 'info', 'warning', 'error'"),
     ],
 )
 def test_invalid_values_name_flag_and_env(name: str, value: str, message: str) -> None:
@@ -120,27 +124,122 @@ def test_invalid_values_name_flag_and_env(name: str, value: str, message: str) -
         env = {spec.env: value} if source == "env" else {}
         with pytest.raises(ConfigError, match=message) as info:
             Settings.load(flags, env)
-        assert spec.flag in str(info.value)
-        assert spec.env in str(info.value)
+        assert (spec.flag if source == "flag" else spec.env) in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(set(SPECS) - {"database_url", "masking_key"}))
+def test_an_empty_variable_means_the_default(name: str) -> None:
+    spec = SPECS[name]
+    assert getattr(Settings.load({}, {spec.env: ""}), name) == spec.default
+    assert getattr(Settings.load({}, {spec.env: "  "}), name) == spec.default
+
+
+def test_log_choices_are_case_insensitive() -> None:
+    s = load(LOGIN_ETL_LOG_FORMAT="JSON", LOGIN_ETL_LOG_LEVEL="Warning")
+    assert (s.log_format, s.log_level) == ("json", "warning")
+
+
+# -- the deprecated batch wait in milliseconds ---------------------------------------
+
+
+def test_old_batch_wait_in_ms_still_works_and_says_it_is_deprecated() -> None:
+    s = load(LOGIN_ETL_BATCH_WAIT="250")
+    assert s.batch_wait_seconds == 0.25
+    assert len(s.notes) == 1 and "LOGIN_ETL_BATCH_WAIT is deprecated" in s.notes[0]
+    assert "LOGIN_ETL_BATCH_WAIT_SECONDS" in s.notes[0]
+    flagged = load({"batch_wait": 1500})
+    assert flagged.batch_wait_seconds == 1.5 and "--batch-wait is deprecated" in flagged.notes[0]
 
 
 @pytest.mark.parametrize(
-    ("name", "env", "default"),
+    ("flags", "env", "expected"),
     [
-        ("batch_wait", "LOGIN_ETL_BATCH_WAIT", 1000),
-        ("batch_size", "LOGIN_ETL_BATCH_SIZE", 500),
-        ("concurrency", "LOGIN_ETL_CONCURRENCY", 4),
-        ("wait_time", "LOGIN_ETL_WAIT_TIME", 20),
+        ({"batch_wait_seconds": "2"}, {"LOGIN_ETL_BATCH_WAIT": "100"}, 2.0),
+        ({}, {"LOGIN_ETL_BATCH_WAIT_SECONDS": "2", "LOGIN_ETL_BATCH_WAIT": "100"}, 2.0),
+        ({"batch_wait": "100"}, {"LOGIN_ETL_BATCH_WAIT_SECONDS": "2"}, 0.1),  # a flag beats env
     ],
 )
-@pytest.mark.parametrize("source", ["flag", "env"])
-def test_an_empty_value_means_the_default(name: str, env: str, default: int, source: str) -> None:
-    """`LOGIN_ETL_BATCH_WAIT=` (set but empty, as templating often leaves it) is the default."""
-    settings = Settings.load(
-        {name: ""} if source == "flag" else {}, {env: ""} if source == "env" else {}
+def test_new_name_wins_at_the_same_level(flags: dict, env: dict, expected: float) -> None:
+    assert Settings.load(flags, env).batch_wait_seconds == expected
+
+
+def test_the_old_name_keeps_its_old_unit_and_range() -> None:
+    assert load(LOGIN_ETL_BATCH_WAIT="1").batch_wait_seconds == 0.001
+    with pytest.raises(ConfigError, match=r"LOGIN_ETL_BATCH_WAIT: '0.5' is not a valid integer"):
+        load(LOGIN_ETL_BATCH_WAIT="0.5")  # milliseconds are whole numbers, as before
+    with pytest.raises(ConfigError, match=r"LOGIN_ETL_BATCH_WAIT: .*1<=x<=600000"):
+        load(LOGIN_ETL_BATCH_WAIT="600001")
+
+
+# -- secrets: environment or *_FILE, never a flag with a password -------------------------
+
+
+def test_secrets_from_files(tmp_path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY_A_TEXT + "\n")
+    url_file = tmp_path / "url"
+    url_file.write_text(DB_URL + "\n")
+    old_file = tmp_path / "old"
+    old_file.write_text(f"{KEY_B_TEXT}\n")
+    for f in (key_file, url_file, old_file):
+        f.chmod(0o440)  # group-readable, as a Kubernetes secret volume with fsGroup
+    s = load(
+        LOGIN_ETL_MASKING_KEY_FILE=str(key_file),
+        LOGIN_ETL_DATABASE_URL_FILE=str(url_file),
+        LOGIN_ETL_MASKING_OLD_KEYS_FILE=str(old_file),
     )
-    assert getattr(settings, name) == default
-    assert settings == Settings()  # and nothing else moved
+    assert (s.masking_key, s.database_url, s.masking_old_keys) == (KEY_A_TEXT, DB_URL, KEY_B_TEXT)
+    assert s.notes == ()
+    assert s.masker().old_key_ids == [key_id(KEY_B)]
+
+
+def test_a_world_readable_secret_file_is_noted(tmp_path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY_A_TEXT)
+    key_file.chmod(0o644)
+    s = load(LOGIN_ETL_MASKING_KEY_FILE=str(key_file))
+    assert s.masking_key == KEY_A_TEXT
+    assert len(s.notes) == 1 and "readable by every user" in s.notes[0]
+    assert KEY_A_TEXT not in s.notes[0]
+
+
+def test_secret_file_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="LOGIN_ETL_MASKING_KEY_FILE: cannot read"):
+        load(LOGIN_ETL_MASKING_KEY_FILE=str(tmp_path / "missing"))
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY_A_TEXT)
+    with pytest.raises(ConfigError, match="not both") as info:
+        load(LOGIN_ETL_MASKING_KEY_FILE=str(key_file), LOGIN_ETL_MASKING_KEY=KEY_A_TEXT)
+    assert KEY_A_TEXT not in str(info.value)
+    binary = tmp_path / "bin"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(LOGIN_ETL_DATABASE_URL_FILE=str(binary))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        DB_URL,
+        f"postgres://etl:{PASSWORD}@db/logins",
+        f"postgresql://:{PASSWORD}@db/logins",
+        f"host=db user=etl password={PASSWORD}",
+        f"postgresql://etl@db/logins?password={PASSWORD}",
+        f"postgresql://etl@db/logins?sslmode=require&password={PASSWORD}",
+    ],
+)
+def test_a_database_url_flag_with_a_password_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="LOGIN_ETL_DATABASE_URL_FILE") as info:
+        load({"database_url": url})
+    assert PASSWORD not in str(info.value)
+    assert load(LOGIN_ETL_DATABASE_URL=url).database_url == url  # from the environment: fine
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://etl@db:5432/logins", "host=db user=etl dbname=logins", ""]
+)
+def test_a_database_url_flag_without_a_password_is_fine(url: str) -> None:
+    assert load({"database_url": url}).database_url == url
 
 
 def test_max_in_flight_below_batch_size() -> None:
@@ -213,17 +312,17 @@ def test_settings_are_frozen() -> None:
         s.batch_size = 1  # type: ignore[misc]
 
 
-def test_options() -> None:
+def test_pipeline_options_map_every_loop_setting() -> None:
     s = load(
         LOGIN_ETL_CONCURRENCY="2",
         LOGIN_ETL_BATCH_SIZE="50",
-        LOGIN_ETL_BATCH_WAIT="250",
+        LOGIN_ETL_BATCH_WAIT_SECONDS="0.25",
         LOGIN_ETL_WAIT_TIME="3",
         LOGIN_ETL_MAX_IN_FLIGHT="60",
         LOGIN_ETL_MAX_RETRY_TIME="9",
         LOGIN_ETL_SHUTDOWN_TIMEOUT="4",
     )
-    assert s.options(drain=True, max_messages=7) == Options(
+    assert pipeline_options(s, drain=True, max_messages=7, visibility_timeout=45) == Options(
         concurrency=2,
         batch_size=50,
         batch_wait=0.25,
@@ -233,4 +332,5 @@ def test_options() -> None:
         max_messages=7,
         max_retry_time=9.0,
         shutdown_timeout=4.0,
+        visibility_timeout=45,
     )

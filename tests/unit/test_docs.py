@@ -16,7 +16,13 @@ README = (ROOT / "README.md").read_text("utf-8")
 
 @pytest.mark.parametrize("spec", SPECS.values(), ids=lambda s: s.env)
 def test_every_setting_is_in_the_configuration_table(spec) -> None:
-    assert f"| `{spec.env}` | `{spec.flag}" in README
+    if spec.flag is None:
+        assert f"| `{spec.env}` | none (env or `_FILE`) |" in README
+        assert f"`{spec.env}_FILE`" in README
+    else:
+        assert f"| `{spec.env}` | `{spec.flag}" in README
+    if spec.secret:
+        assert f"`{spec.env}_FILE`" in README
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[str]:

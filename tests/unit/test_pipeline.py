@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from login_etl.dev.seed import synthetic
 from login_etl.errors import RetryTimeExceeded, SinkUnavailable, SourceUnavailable
@@ -19,7 +17,6 @@ from login_etl.events import Invalid, LoginEvent, parse_event
 from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.pipeline import Options, Pipeline
-from login_etl.retry import backoff
 from login_etl.sink import Batch, MemorySink, WriteResult
 from login_etl.source import MemorySource
 from login_etl.transform import Message, Rejection, Row, open_body, reject, transform
@@ -297,7 +294,7 @@ def test_sink_outage_is_retried(masker: Masker) -> None:
     source = MemorySource([record_body(user_id=f"u{i}") for i in range(12)], sent_at=SENT)
     sink = FlakySink(failures=2)
     stats = Pipeline(source, sink, masker, options(batch_size=50, concurrency=1)).run()
-    assert stats.retries == 2
+    assert stats.retries_by_stage == {"write": 2}
     assert sink.calls >= 3
     assert len(sink.inner.rows) == 12 == stats.loaded == stats.deleted
     assert stats.duplicates == 0
@@ -362,7 +359,7 @@ class FlakySource(PollingSource):
 def test_source_outage_is_retried(masker: Masker) -> None:
     source = FlakySource([record_body()] * 7, sent_at=SENT, failures=2)
     stats = Pipeline(source, MemorySink(), masker, options(concurrency=1)).run()
-    assert stats.retries == 2
+    assert stats.retries_by_stage == {"receive": 2}
     assert stats.loaded == 7
     assert_queue_empty(source)
 
@@ -374,28 +371,43 @@ def test_source_outage_past_max_retry_time(masker: Masker) -> None:
     assert source.deleted == set()
 
 
-def test_messages_are_deleted_only_after_commit(masker: Masker) -> None:
-    source = MemorySource()
-    bodies = fill(source, synthetic(60, seed=4))
-    sink = MemorySink()
-    problems: list[str] = []
-    seen: list[str] = []
+class CheckedSource(MemorySource):
+    """Records, at each delete, whether the deleted ids were already committed to `sink`."""
 
-    def after_commit(messages: Sequence[Message], result: WriteResult) -> None:
+    def __init__(self, sink: MemorySink) -> None:
+        super().__init__()
+        self.sink = sink
+        self.problems: list[str] = []
+
+    def delete(self, messages: Sequence[Message]) -> list[str]:
         ids = {m.message_id for m in messages}
-        seen.extend(ids)
-        if ids & source.deleted:
-            problems.append(f"deleted before commit: {sorted(ids & source.deleted)}")
-        if not ids <= set(sink.ledger):
-            problems.append("after_commit ran before the batch was in the sink")
-        if source.info().in_flight < len(ids):
-            problems.append("batch no longer in flight at commit")
+        if not ids <= set(self.sink.ledger):
+            self.problems.append(f"deleted before commit: {sorted(ids - set(self.sink.ledger))}")
+        return super().delete(messages)
 
-    stats = Pipeline(source, sink, masker, options(batch_size=7), after_commit=after_commit).run()
-    assert problems == []
-    assert sorted(seen) == sorted(bodies)
+
+def test_messages_are_deleted_only_after_commit(masker: Masker) -> None:
+    sink = MemorySink()
+    source = CheckedSource(sink)
+    bodies = fill(source, synthetic(60, seed=4))
+    stats = Pipeline(source, sink, masker, options(batch_size=7)).run()
+    assert source.problems == []
     assert stats.deleted == 60
     assert source.deleted == set(bodies)
+
+
+class CrashAfterCommit:
+    """Commits each batch to `inner`, then dies as a worker killed before its deletes would."""
+
+    def __init__(self, inner: MemorySink) -> None:
+        self.inner = inner
+
+    def write(self, batch: Batch) -> WriteResult:
+        self.inner.write(batch)
+        raise RuntimeError("worker killed after commit")
+
+    def close(self) -> None:
+        pass
 
 
 def test_crash_between_commit_and_delete_does_not_double_load(masker: Masker) -> None:
@@ -403,20 +415,59 @@ def test_crash_between_commit_and_delete_does_not_double_load(masker: Masker) ->
     source = MemorySource(clock=lambda: now[0])
     bodies = fill(source, [record_body(user_id=f"u{i}") for i in range(10)])
     sink = MemorySink()
-
-    def crash(messages: Sequence[Message], result: WriteResult) -> None:
-        raise RuntimeError("worker killed after commit")
-
     opts = options(batch_size=10, concurrency=1)
     with pytest.raises(RuntimeError, match="killed"):
-        Pipeline(source, sink, masker, opts, after_commit=crash).run()
+        Pipeline(source, CrashAfterCommit(sink), masker, opts).run()
     assert len(sink.rows) == 10 and source.deleted == set()
-    now[0] += 31  # the visibility timeout passes; a fresh worker gets them again
+    now[0] += 31  # every message is visible again, as after a crash and a visibility timeout
     stats = Pipeline(source, sink, masker, opts).run()
     assert (stats.received, stats.loaded, stats.duplicates) == (10, 0, 10)
     assert len(sink.rows) == 10
     assert source.deleted == set(bodies)
     assert_queue_empty(source)
+
+
+def test_a_pipeline_runs_once(masker: Masker) -> None:
+    source = MemorySource([record_body()], sent_at=SENT)
+    pipeline = Pipeline(source, MemorySink(), masker, options())
+    assert pipeline.run().loaded == 1
+    with pytest.raises(RuntimeError, match="runs once"):
+        pipeline.run()
+
+
+class FlakyDeletes(MemorySource):
+    """delete() raises SourceUnavailable `failures` times in all, then works."""
+
+    def __init__(self, *args: Any, failures: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = failures
+        self.delete_calls = 0
+
+    def delete(self, messages: Sequence[Message]) -> list[str]:
+        self.delete_calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise SourceUnavailable("delete timed out")
+        return super().delete(messages)
+
+
+def test_failed_deletes_are_retried_until_they_succeed(masker: Masker) -> None:
+    source = FlakyDeletes([record_body(user_id=f"u{i}") for i in range(10)], failures=2)
+    stats = Pipeline(source, MemorySink(), masker, options(batch_size=10, concurrency=1)).run()
+    assert source.delete_calls == 3  # one chunk of 10: two failures, then success
+    assert stats.retries_by_stage == {"delete": 2}
+    assert (stats.deleted, stats.delete_failures) == (10, 0)
+    assert_queue_empty(source)
+
+
+def test_deletes_failing_past_max_retry_time_stop_the_worker(masker: Masker) -> None:
+    source = FlakyDeletes([record_body(user_id=f"u{i}") for i in range(10)], failures=10**9)
+    sink = MemorySink()
+    opts = options(batch_size=10, concurrency=1, max_retry_time=1.0)
+    with pytest.raises(RetryTimeExceeded, match="delete: gave up after 1s"):
+        Pipeline(source, sink, masker, opts).run()
+    assert len(sink.rows) == 10  # committed; the redelivery will be skipped by the ledger
+    assert source.deleted == set()
 
 
 # -- stop and heartbeat ---------------------------------------------------------------
@@ -516,10 +567,50 @@ def test_without_heartbeat_slow_batches_are_redelivered(masker: Masker) -> None:
     assert_queue_empty(source)
 
 
-# -- backoff ---------------------------------------------------------------------------
+class RecordingSource(PollingSource):
+    """Records every change_visibility call; fails the first `failures` extensions."""
+
+    def __init__(self, *args: Any, failures: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[int, int]] = []  # (messages, seconds)
+        self.failures = failures
+
+    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+        self.calls.append((len(messages), seconds))
+        if seconds and self.failures > 0:
+            self.failures -= 1
+            raise SourceUnavailable("extend timed out")
+        return super().change_visibility(messages, seconds)
 
 
-@given(st.integers(min_value=0, max_value=200))
-def test_backoff_is_bounded(attempt: int) -> None:
-    delay = backoff(attempt, base=0.2, cap=10.0)
-    assert 0 <= delay <= min(10.0, 0.2 * 2**attempt)
+@pytest.mark.parametrize("failures", [0, 1])
+def test_heartbeat_extends_to_a_full_timeout_and_retries_failed_extensions(
+    masker: Masker, failures: int
+) -> None:
+    source = RecordingSource(visibility_timeout=2, failures=failures)
+    bodies = fill(source, [record_body(user_id=f"u{i}") for i in range(5)])
+    sink = MemorySink()
+    held = threading.Event()
+
+    class HoldingSink:
+        def write(self, batch: Batch) -> WriteResult:
+            assert held.wait(10)
+            return sink.write(batch)
+
+        def close(self) -> None:
+            pass
+
+    pipeline = Pipeline(
+        source, HoldingSink(), masker, options(concurrency=1, batch_size=5, heartbeat=True)
+    )
+    runner = Runner(pipeline)
+    wait_until(lambda: sum(1 for _, s in source.calls if s) >= failures + 2)
+    held.set()
+    stats = runner.join(10)
+    extensions = [(n, s) for n, s in source.calls if s]
+    assert all(s == 2 for _, s in extensions)  # back to a full visibility timeout
+    assert all(n == 5 for n, _ in extensions)  # the whole held batch each time
+    assert stats.retries_by_stage.get("extend", 0) == failures
+    assert stats.extended == 5 * (len(extensions) - failures)
+    assert (stats.loaded, stats.duplicates) == (5, 0)
+    assert source.deleted == set(bodies)

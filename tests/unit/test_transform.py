@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import UTC, date, datetime
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from login_etl.masking import MASK_MAX_CHARS, Masker
 from login_etl.transform import Message, Rejection, Row, open_body, reject, seal_body, transform
-from tests.unit.helpers import KEY_A, RECORD, record_body
+from tests.unit.helpers import CONTROL, KEY_A, REASON, RECORD, record_body
 
 SENT = datetime(2024, 5, 1, 23, 59, tzinfo=UTC)
 
@@ -62,6 +63,11 @@ def test_null_locale_row(masker: Masker) -> None:
         (record_body(app_version="beta"), "invalid_app_version"),
         (record_body(user_id="u" * 129), "too_long:user_id"),
         (record_body(ip="a\ud800"), "invalid_unicode:ip"),
+        (record_body(ip="10.0.0.1\n6.6.6.6"), "control_character:ip"),
+        (record_body(device_id="\x1b[2J"), "control_character:device_id"),
+        (record_body(ip="10.0.0.300"), "invalid_ip"),
+        (record_body()[:-1] + ', "ip": "6.6.6.6"}', "duplicate_field:ip"),
+        (record_body(x="x" * 300_000), "too_large"),
     ],
 )
 def test_invalid_message_becomes_sealed_rejection(masker: Masker, body: str, reason: str) -> None:
@@ -104,27 +110,48 @@ def test_transform_never_raises(body: str) -> None:
 def _longest_ok_value() -> int:
     masker = Masker(KEY_A)
     n = 1
-    while len(masker.mask("ip", "1" * (n + 1))) <= MASK_MAX_CHARS:
+    while len(masker.mask("device_id", "1" * (n + 1))) <= MASK_MAX_CHARS:
         n += 1
     return n
 
 
-@pytest.mark.parametrize("field", ["ip", "device_id"])
-def test_mask_too_long(masker: Masker, field: str) -> None:
+def test_mask_too_long(masker: Masker) -> None:
+    # Only device_id can get here: an ip is at most 45 characters, or it is invalid_ip.
     limit = _longest_ok_value()
-    ok = transform(message(record_body(**{field: "1" * limit})), masker)
+    ok = transform(message(record_body(device_id="1" * limit)), masker)
     assert isinstance(ok, Row)
-    assert len(getattr(ok, f"masked_{field}")) <= MASK_MAX_CHARS
-    too_long = transform(message(record_body(**{field: "1" * (limit + 1)})), masker)
+    assert len(ok.masked_device_id) <= MASK_MAX_CHARS
+    too_long = transform(message(record_body(device_id="1" * (limit + 1))), masker)
     assert isinstance(too_long, Rejection)
-    assert too_long.reason == f"mask_too_long:{field}"
-    assert json.loads(open_body(masker, too_long.sealed_body))[field] == "1" * (limit + 1)
+    assert too_long.reason == "mask_too_long:device_id"
+    assert json.loads(open_body(masker, too_long.sealed_body))["device_id"] == "1" * (limit + 1)
 
 
 def test_two_hundred_char_ip_is_rejected(masker: Masker) -> None:
     out = transform(message(record_body(ip="1" * 200)), masker)
     assert isinstance(out, Rejection)
-    assert out.reason == "mask_too_long:ip"
+    assert out.reason == "invalid_ip"
+
+
+def test_longest_ip_text_masks_within_the_column(masker: Masker) -> None:
+    out = transform(message(record_body(ip="1111:2222:3333:4444:5555:6666:7777:8888")), masker)
+    assert isinstance(out, Row)
+    assert len(out.masked_ip) <= MASK_MAX_CHARS
+
+
+@pytest.mark.parametrize(
+    ("spellings", "canonical"),
+    [
+        (["2001:db8::1", "2001:DB8::1", "2001:0db8:0:0:0:0:0:1"], "2001:db8::1"),
+        (["1.2.3.4", "::ffff:1.2.3.4", "::FFFF:102:304"], "1.2.3.4"),
+    ],
+)
+def test_one_address_one_mask(masker: Masker, spellings: list[str], canonical: str) -> None:
+    rows = [transform(message(record_body(ip=text)), masker) for text in spellings]
+    assert all(isinstance(r, Row) for r in rows)
+    masks = {r.masked_ip for r in rows if isinstance(r, Row)}
+    assert len(masks) == 1
+    assert masker.unmask("ip", masks.pop()) == canonical  # unmask gives the canonical form
 
 
 def test_reject_builds_rejection(masker: Masker) -> None:
@@ -181,10 +208,13 @@ def test_full_transform_of_hostile_json_is_a_row_or_a_rejection(value) -> None:
     assert isinstance(out, Row | Rejection)
     if isinstance(out, Row):
         doc = json.loads(body)
-        assert masker.unmask("ip", out.masked_ip) == doc["ip"]
+        address = ipaddress.ip_address(doc["ip"])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        assert masker.unmask("ip", out.masked_ip) == str(address)
         assert masker.unmask("device_id", out.masked_device_id) == doc["device_id"]
         assert len(out.masked_ip) <= MASK_MAX_CHARS and len(out.user_id) <= 128
-        assert "\x00" not in out.user_id
+        assert not CONTROL.search(out.user_id)
     else:
-        assert out.reason and out.reason != "internal_error"
+        assert REASON.fullmatch(out.reason) or out.reason.startswith("mask_too_long:"), out.reason
         assert open_body(masker, out.sealed_body) == body

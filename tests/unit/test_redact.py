@@ -1,0 +1,132 @@
+"""Secrets never leave the process: redact.scrub, URL checks, and log lines of any origin."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import secrets
+import warnings
+
+import pytest
+
+from login_etl import logs, redact
+from login_etl.config import Settings
+from login_etl.errors import ConfigError
+from login_etl.postgres import check_url, connect
+from tests.unit.helpers import KEY_A_TEXT
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    redact.forget_all()
+    yield
+    redact.forget_all()
+
+
+def password() -> str:
+    return "pw-" + secrets.token_urlsafe(12)
+
+
+def typos(pw: str) -> list[str]:
+    """Connection strings as people mistype them, each carrying `pw`."""
+    return [
+        f"postgresql://etl:{pw}@db.example:5432/logins",
+        f"postgresql//etl:{pw}@db.example/logins",  # missing colon
+        f"postgresql:/etl:{pw}@db.example/logins",
+        f'"postgresql://etl:{pw}@db.example/logins"',  # quoted, as docker --env-file leaves it
+        f"'postgresql://etl:{pw}@db.example/logins'",
+        f"postgresql://etl:{pw}@db.example:54x2/logins",  # bad port
+        f"host=db.example user=etl password={pw} dbname=logins",
+        f"host=db.example password='{pw}' dbname=logins",
+        f"postgresql://etl@db.example/logins?password={pw}",
+    ]
+
+
+@pytest.mark.parametrize("index", range(9))
+def test_patterns_hide_passwords_even_unregistered(index: int) -> None:
+    pw = password()
+    url = typos(pw)[index]
+    out = redact.scrub(f'missing "=" after "{url}" in connection info string')
+    assert pw not in out
+    assert redact.MASK in out
+
+
+def test_registered_secrets_are_hidden_anywhere() -> None:
+    pw = password()
+    redact.register(f"postgresql//etl:{pw}@db/x", KEY_A_TEXT)
+    for text in (f"the value {pw} alone", f"key={KEY_A_TEXT}", f"{KEY_A_TEXT[:-1]}"):
+        assert pw not in redact.scrub(text)
+    assert KEY_A_TEXT not in redact.scrub(f"key={KEY_A_TEXT}")
+
+
+def test_ordinary_text_is_left_alone() -> None:
+    redact.register("abc")  # too short to register: would blot out words
+    line = "batch committed messages=500 loaded=498 ms=12.5 http://127.0.0.1:4566/000/q abc"
+    assert redact.scrub(line) == line
+
+
+@pytest.mark.parametrize("index", range(9))
+def test_settings_register_the_database_url_and_refuse_malformed_ones(index: int) -> None:
+    pw = password()
+    url = typos(pw)[index]
+    try:
+        settings = Settings.load({}, {"LOGIN_ETL_DATABASE_URL": url})
+        check_url(settings.database_url)
+    except ConfigError as exc:
+        assert pw not in str(exc) and url not in str(exc)
+    assert pw not in redact.scrub(f"echo {url} and {pw}")
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ('"postgresql://u:{pw}@h/db"', "wrapped in quotes"),
+        ("'postgresql://u:{pw}@h/db'", "wrapped in quotes"),
+        ("postgresql//u:{pw}@h/db", "malformed"),
+        ("postgresql://u:{pw}@h:99999/db", "invalid port"),
+        ("postgresql://u:{pw}@h:abc/db", "invalid port"),
+    ],
+)
+def test_malformed_urls_are_configuration_errors(url: str, fragment: str) -> None:
+    pw = password()
+    url = url.format(pw=pw)
+    with pytest.raises(ConfigError, match=fragment) as info:
+        settings = Settings.load({}, {"LOGIN_ETL_DATABASE_URL": url})
+        connect(settings.database_url, connect_timeout=1)
+    assert pw not in str(info.value)
+
+
+def capture(fmt: str) -> io.StringIO:
+    stream = io.StringIO()
+    logs.configure(fmt, "info")
+    logging.getLogger().handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    return stream
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_every_logger_follows_the_format_and_is_scrubbed(fmt: str) -> None:
+    pw = password()
+    redact.register(f"postgresql://etl:{pw}@db/x")
+    stream = capture(fmt)
+    logging.getLogger("botocore.retries").warning("retrying %s", "GetQueueAttributes")
+    logging.getLogger("psycopg").warning("connection to postgresql://etl:%s@db failed", pw)
+    logging.getLogger("login_etl.pipeline").info("batch committed", extra={"fields": {"n": 1}})
+    logging.getLogger("botocore.endpoint").debug("request body with a message")  # below WARNING
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a library deprecation", DeprecationWarning, stacklevel=1)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    assert all(pw not in line for line in lines)
+    if fmt == "json":
+        docs = [json.loads(line) for line in lines]
+        assert [d["logger"] for d in docs] == [
+            "botocore.retries",
+            "psycopg",
+            "login_etl.pipeline",
+            "py.warnings",
+        ]
+        assert docs[2]["n"] == 1
+    else:
+        assert all(" WARNING " in lines[i] or " INFO " in lines[i] for i in range(4))
