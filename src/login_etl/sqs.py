@@ -32,7 +32,17 @@ CALL_TIMEOUT = 5.0
 # A long poll answers after at most its wait: this much more means a hung endpoint.
 POLL_SLACK = 10.0
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
-_MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+_MISSING_QUEUE = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "NonExistentQueue",
+    "QueueDoesNotExist",
+}
+# Answers no retry can fix: the credentials or the policy are wrong. Every
+# other code is retried (throttling and 5xx after botocore's own retries).
+# ExpiredToken is retried on purpose: the standard chain's credentials (IRSA,
+# instance and container roles, SSO) refresh themselves, so the next call
+# signs with new ones; static temporary keys that expired fail until
+# --max-retry-time and are then reported.
 _CONFIG_CODES = {
     "InvalidClientTokenId",
     "UnrecognizedClientException",
@@ -96,6 +106,8 @@ def translated(action: str) -> Iterator[None]:
         yield
     except botocore.exceptions.NoCredentialsError as exc:
         raise ConfigError("no AWS credentials found (standard boto3 credential chain)") from exc
+    except botocore.exceptions.PartialCredentialsError as exc:
+        raise ConfigError(f"incomplete AWS credentials: {exc}") from exc
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in _MISSING_QUEUE:

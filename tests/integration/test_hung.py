@@ -14,9 +14,8 @@ import time
 
 import pytest
 
-from .helpers import cli, scalar
+from .helpers import cli, event, scalar, send
 from .proxy import Relay
-from .test_pipeline import event, send
 
 BUDGET = 10  # --max-retry-time for every case
 

@@ -18,8 +18,7 @@ from login_etl import __version__
 from login_etl.dev.local import LocalPostgres, free_port
 from login_etl.masking import generate_key
 
-from .conftest import Env
-from .test_pipeline import event, send
+from .helpers import Env, event, send
 
 
 def scrape(port: int) -> dict[str, float]:

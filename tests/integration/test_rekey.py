@@ -8,8 +8,7 @@ import psycopg
 
 from login_etl.masking import Masker, decode_key, generate_key, key_id
 
-from .helpers import cli, query
-from .test_pipeline import event, send
+from .helpers import cli, event, query, send
 
 
 def test_rotation_then_rekey_restores_duplicates_and_retires_the_old_key(
