@@ -1,4 +1,4 @@
-"""Messages in hand and when to extend their visibility (pure: given `now`).
+"""Messages in hand: how many may be held, and when to extend their visibility.
 
 SQS hides a received message for the queue's visibility timeout. A batch that
 takes longer than that would see its messages handed to another worker, so
@@ -6,6 +6,7 @@ the heartbeat extends the lease of every message held longer than a third of
 the timeout, back to a full timeout from now. A tick every sixth of the
 timeout means a message is extended at most half a timeout after its last
 extension; the other half is slack for a slow round of SQS calls.
+`Capacity` bounds how many messages a worker holds at once (--max-in-flight).
 """
 
 from __future__ import annotations
@@ -67,3 +68,27 @@ class Leases:
                 self._held[m.receipt] = (m, now)
                 done += 1
         return done
+
+
+class Capacity:
+    """How many more messages may be held; receivers wait while none may."""
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._cond = threading.Condition()
+
+    def acquire(self, most: int, timeout: float) -> int:
+        """Take up to `most` slots, waiting up to `timeout` for one; return how many (0: none)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._free > 0, timeout):
+                return 0
+            n = min(most, self._free)
+            self._free -= n
+            return n
+
+    def release(self, n: int) -> None:
+        """Give back `n` slots."""
+        if n:
+            with self._cond:
+                self._free += n
+                self._cond.notify_all()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from login_etl.errors import LoginEtlError, RetryableError, RetryTimeExceeded
-from login_etl.leases import Leases
+from login_etl.leases import Capacity, Leases
 from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.retry import Backoff, Retrier
@@ -60,28 +60,6 @@ class Options:
     visibility_timeout: int | None = None
 
 
-class _Capacity:
-    """Counts messages held; receivers wait while the buffer is full."""
-
-    def __init__(self, limit: int) -> None:
-        self._free = limit
-        self._cond = threading.Condition()
-
-    def acquire(self, most: int, timeout: float) -> int:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._free > 0, timeout):
-                return 0
-            n = min(most, self._free)
-            self._free -= n
-            return n
-
-    def release(self, n: int) -> None:
-        if n:
-            with self._cond:
-                self._free += n
-                self._cond.notify_all()
-
-
 class Pipeline:
     """Moves messages from a source to a sink until stopped, drained or a limit is hit.
 
@@ -103,7 +81,7 @@ class Pipeline:
         self.options = options or Options()
         self.stats = stats or Stats()
         self._buffer: queue.Queue[Message] = queue.Queue()
-        self._capacity = _Capacity(self.options.max_in_flight)
+        self._capacity = Capacity(self.options.max_in_flight)
         self._stopping = threading.Event()
         self._source_done = threading.Event()
         self._retry = Retrier(
@@ -242,17 +220,20 @@ class Pipeline:
                 self._capacity.release(slots)
                 self._source_done.set()  # quota reached
                 return
+            began = time.monotonic()
             try:
                 messages = self.source.receive(want, wait)
             except RetryableError as exc:
+                self.stats.active()  # failing, but not stuck
                 self._capacity.release(slots)
                 self._unreserve(want)
                 if self._stopping.is_set():
                     return
-                backoff = self._retry.failed("receive", exc, backoff)
+                backoff = self._retry.failed("receive", exc, backoff, began=began)
                 self._stopping.wait(backoff.update_delay(time.monotonic()))
                 continue
             backoff = None
+            self.stats.active()
             self._capacity.release(slots - len(messages))
             self._unreserve(want - len(messages))
             if messages:

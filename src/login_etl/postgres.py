@@ -1,15 +1,20 @@
 """PostgreSQL: schema setup and the real sink (binary COPY → staging → insert).
 
 psycopg errors are translated here and nowhere else: connection-level
-failures become `SinkUnavailable` (retryable); data errors raised for one row
-are isolated by bisecting the batch inside savepoints, so one bad row is
-rejected and the rest still loads in the same transaction.
+failures become `SinkUnavailable` (retryable); what only the operator can fix
+(a refused login, a missing database, table or privilege) becomes
+`ConfigError`; data errors raised for one row are isolated by bisecting the
+batch inside savepoints, so one bad row is rejected and the rest still loads
+in the same transaction; anything else is a `DatabaseError`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -37,15 +42,28 @@ _STAGING_TYPES = [
     "date",
     "timestamptz",
 ]
-# libpq's words for refused credentials (its connection errors carry no SQLSTATE).
-_AUTH_FAILED = re.compile(
-    r"password authentication failed|no password supplied|role .* does not exist"
+# libpq reports a refused login without its SQLSTATE, so these are known by
+# the server's message. A server answering in another language makes them
+# look transient: retried until --max-retry-time, then reported.
+_REFUSED_LOGIN_TEXT = re.compile(
+    r"FATAL:\s+(password authentication failed"
+    r"|(role|database) \"[^\"]*\" does not exist"
+    r"|role \"[^\"]*\" is not permitted to log in"
+    r"|no pg_hba\.conf entry|pg_hba\.conf rejects connection"
+    r"|permission denied for database)"
+    r"|fe_sendauth: no password supplied"
 )
 # SQLSTATE classes that mean "this row can never be stored": data exceptions,
 # integrity violations, and errors raised by triggers (PL/pgSQL RAISE).
 _ROW_ERROR_CLASSES = ("22", "23", "P0")
-# Connection-level and transient failures: retry the whole batch.
+# Retrying the whole batch on a new connection may succeed: connection
+# exceptions (08), rollbacks such as deadlocks and serialization failures (40),
+# insufficient resources (53), operator intervention such as a shutdown, a
+# server still starting or a cancelled statement (57), system errors (58).
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+# lock_not_available (a lock_timeout), and read_only_sql_transaction: after a
+# failover the connection may have reached the old primary, now a standby.
+_TRANSIENT_STATES = frozenset({"55P03", "25006"})
 # What an operator must fix: missing tables or database, privileges, authentication.
 _CONFIG_STATES = {
     "42P01": "tables missing: run `login-etl init-db` first",
@@ -67,12 +85,32 @@ def is_row_error(exc: psycopg.Error) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when retrying on a new connection may succeed."""
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return True
-    if isinstance(exc, psycopg.Error):
-        return (exc.sqlstate or "").startswith(_TRANSIENT_CLASSES)
-    return False
+    """True when retrying on a new connection may succeed.
+
+    The SQLSTATE decides when there is one (a refused password is an
+    OperationalError too); without one, a lost or refused connection is
+    transient unless the server refused the login itself.
+    """
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state:
+        return state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_STATES
+    if _REFUSED_LOGIN_TEXT.search(str(exc)):
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def config_problem(exc: psycopg.Error) -> str | None:
+    """One line saying what the operator must fix, or None for other errors."""
+    state = exc.sqlstate or ""
+    if state in _CONFIG_STATES:
+        return f"PostgreSQL: {_CONFIG_STATES[state]} (SQLSTATE {state})"
+    if state.startswith("28"):  # any other invalid_authorization_specification
+        return f"PostgreSQL refused the login (SQLSTATE {state})"
+    if not state and _REFUSED_LOGIN_TEXT.search(str(exc)):
+        return f"PostgreSQL refused the login: {_describe(exc)}"
+    return None
 
 
 def check_url(url: str) -> None:
@@ -92,26 +130,27 @@ def check_url(url: str) -> None:
 def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
     """Open a connection; an empty `url` uses libpq's PG* variables.
 
-    A malformed URL or refused credentials raise ConfigError (retrying cannot
-    help); an unreachable server raises SinkUnavailable.
+    A malformed URL, a refused login or a missing database raise ConfigError
+    (retrying cannot help); an unreachable server raises SinkUnavailable.
     """
     check_url(url)
     try:
         return psycopg.connect(url, connect_timeout=connect_timeout, application_name="login-etl")
     except psycopg.Error as exc:
-        if _AUTH_FAILED.search(str(exc)):
-            raise ConfigError("PostgreSQL refused the credentials (authentication failed)") from exc
+        problem = config_problem(exc)
+        if problem is not None:
+            raise ConfigError(problem) from exc
         raise SinkUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
 
 
 def translate(exc: psycopg.Error) -> LoginEtlError:
     """The login-etl error for a psycopg error: retryable, configuration, or refused."""
-    state = exc.sqlstate or ""
-    if state in _CONFIG_STATES:
-        return ConfigError(f"PostgreSQL: {_CONFIG_STATES[state]} (SQLSTATE {state})")
+    problem = config_problem(exc)
+    if problem is not None:
+        return ConfigError(problem)
     if is_transient(exc):
         return SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}")
-    return DatabaseError(f"PostgreSQL refused a statement (SQLSTATE {state or 'unknown'})")
+    return DatabaseError(f"PostgreSQL refused a statement (SQLSTATE {exc.sqlstate or 'unknown'})")
 
 
 @contextmanager
@@ -173,9 +212,12 @@ def staging_tuple(r: Row) -> tuple[Any, ...]:
 class PostgresSink:
     """Writes batches to PostgreSQL, one transaction each, reconnecting as needed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, write_timeout: float = 300.0) -> None:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
+        # A write still running after this long means a hung server: its connection is
+        # cut, the write fails as retryable, and the retry policy takes over.
+        self._write_timeout = write_timeout
 
     def __repr__(self) -> str:
         return "PostgresSink()"  # the URL may carry a password
@@ -193,19 +235,19 @@ class PostgresSink:
 
     @contextmanager
     def _guard(self) -> Iterator[psycopg.Connection[Any]]:
-        """Translate transient failures into SinkUnavailable and drop the connection."""
+        """Every psycopg error leaves as a login-etl error; a transient one also
+        drops the connection."""
         try:
             yield self._connection()
         except psycopg.Error as exc:
             if is_transient(exc):
                 self.close()
-                raise SinkUnavailable(f"PostgreSQL failed: {_describe(exc)}") from exc
-            raise
+            raise translate(exc) from exc
 
     def write(self, batch: Batch) -> WriteResult:
         """Commit the batch; isolate rows PostgreSQL refuses into rejections."""
         rows = _dedupe(batch.rows)
-        with self._guard() as conn:
+        with self._guard() as conn, _deadline(conn, self._write_timeout):
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(query("durable_commit"))
@@ -310,6 +352,33 @@ class PostgresSink:
             if not cur.nextset():
                 break
         return [rej for rej in rejections if rej.message_id in inserted]
+
+
+@contextmanager
+def _deadline(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+    """Cut `conn`'s socket if the block is still running after `seconds`.
+
+    A server that accepts and never answers (stopped, partitioned) would
+    block a query forever: libpq has no client-side timeout, and a cancel
+    request would hang the same way. Shutting the socket down wakes the
+    blocked call with an error the caller treats as a lost connection.
+    """
+
+    def sever() -> None:
+        log.warning("a PostgreSQL call hung for %gs; dropping its connection", seconds)
+        try:
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):
+            pass  # already closed
+
+    timer = threading.Timer(seconds, sever)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _dedupe(items: list[_T]) -> list[_T]:

@@ -87,20 +87,30 @@ class Retrier:
         """
         backoff: Backoff | None = None
         while True:
+            began = self._clock()
             try:
                 return fn()
             except RetryableError as exc:
-                backoff = self.failed(stage, exc, backoff)
+                backoff = self.failed(stage, exc, backoff, began=began)
                 self.stop.wait(backoff.update_delay(self._clock()))
 
-    def failed(self, stage: str, exc: RetryableError, backoff: Backoff | None) -> Backoff:
+    def failed(
+        self,
+        stage: str,
+        exc: RetryableError,
+        backoff: Backoff | None,
+        *,
+        began: float | None = None,
+    ) -> Backoff:
         """Record one failure of `stage`; return the backoff to wait on, or raise.
 
+        The outage is counted from `began`, when the first failing call
+        started: a call that hung for its whole timeout used up that time too.
         For loops that retry on their own schedule (the receivers and the
         heartbeat) but must give up at the same moment as everything else.
         """
         now = self._clock()
-        backoff = backoff or Backoff.starting(now, self.max_time)
+        backoff = backoff or Backoff.starting(now if began is None else began, self.max_time)
         if self.stop.is_set():
             raise RetryTimeExceeded(f"{stage}: stopped while failing: {exc}") from exc
         if backoff.time_to_give_up(now):

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from types import FrameType
 
-from login_etl import audit, ledger, metrics, rejects
+from login_etl import audit, health, ledger, rejects
 from login_etl.audit import Access
 from login_etl.config import Settings
 from login_etl.errors import ConfigError, MaskingError
 from login_etl.grants import grant
 from login_etl.masking import Masker
-from login_etl.metrics import Stats
+from login_etl.metrics import Metrics, Stats
 from login_etl.pipeline import Options, Pipeline
-from login_etl.postgres import PostgresSink, init_schema, session
+from login_etl.postgres import PostgresSink, connect, init_schema, session
 from login_etl.rekey import RekeyResult, check_keys, rekey
 from login_etl.retry import Retrier
 from login_etl.sink import Sink
@@ -83,7 +83,11 @@ def init_db(settings: Settings) -> None:
 
 def sqs_source(settings: Settings) -> SqsSource:
     """The SQS source for the configured queue, with a connection per thread."""
-    return SqsSource(settings.require_queue(), pool_size=settings.concurrency * 2 + 4)
+    return SqsSource(
+        settings.require_queue(),
+        pool_size=settings.concurrency * 2 + 4,
+        max_wait=settings.wait_time,
+    )
 
 
 def source_for(settings: Settings, *, max_retry_time: float = 0) -> tuple[SqsSource, QueueInfo]:
@@ -133,7 +137,7 @@ def run(
     """Run the pipeline until drained, stopped by a signal, or `max_messages` are done."""
     for note in settings.notes:
         log.warning(note)
-    stats = stats or Stats()
+    stats = stats or Stats(metrics=Metrics() if settings.metrics_port else None)
     retrier = Retrier(settings.max_retry_time, on_retry=stats.retried)
     masker = retrier.call("KMS", settings.masker)
     source, info = source_for(settings, max_retry_time=settings.max_retry_time)
@@ -146,9 +150,9 @@ def run(
         name="ledger-prune",
         daemon=True,
     ).start()
-    sink = PostgresSink(settings.database_url)
+    sink = PostgresSink(settings.database_url, write_timeout=float(settings.max_retry_time))
     if settings.metrics_port:
-        metrics.serve(stats, settings.metrics_port)
+        _serve_health(settings, stats, source, info, retrier.stop)
     pipeline = build_pipeline(
         settings,
         source,
@@ -188,6 +192,40 @@ def run(
         },
     )
     return stats
+
+
+def _serve_health(
+    settings: Settings, stats: Stats, source: SqsSource, info: QueueInfo, stop: threading.Event
+) -> None:
+    """Serve /metrics, /healthz and /readyz; probe PostgreSQL and SQS every 2 s until `stop`."""
+    metrics = stats.metrics or Metrics()
+    dlq = SqsSource(info.dlq_url, client=source.client) if info.dlq_url else None
+
+    def sqs() -> None:
+        depth = source.depth()
+        metrics.queue_depth("main", depth.visible, depth.in_flight, depth.delayed)
+        if dlq is not None:
+            d = dlq.depth()
+            metrics.queue_depth("dlq", d.visible, d.in_flight, d.delayed)
+
+    def postgres() -> None:
+        with connect(settings.database_url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+
+    # A receive may take a long poll plus its timeout; a batch its wait and a slow commit.
+    stall_after = max(60.0, 2 * (settings.wait_time + settings.batch_wait_seconds + 30))
+    checks = {"postgresql": postgres, "sqs": sqs}
+    state = health.Health(stats, checks, stall_after=stall_after)
+    server = health.serve(metrics, state, settings.metrics_port)
+    threading.Thread(
+        target=health.probe_forever, args=(state, stop), name="probes", daemon=True
+    ).start()
+
+    def stop_serving() -> None:
+        stop.wait()
+        server.shutdown()
+
+    threading.Thread(target=stop_serving, name="http-stop", daemon=True).start()
 
 
 def seed(settings: Settings, bodies: Sequence[str]) -> int:

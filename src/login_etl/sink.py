@@ -68,28 +68,37 @@ class MemorySink:
         self._refuse = refuse
 
     def write(self, batch: Batch) -> WriteResult:
-        """Apply `batch`, skipping ledgered ids; `refuse` plays a database row error."""
+        """Apply `batch`, skipping ledgered ids; `refuse` plays a database row error.
+
+        Changes are collected first and applied at the end, so a failure part-way
+        (in `refuse` or `batch.reject`) stores nothing, as a rolled-back
+        transaction would.
+        """
         result = WriteResult()
+        ledger: dict[str, str] = {}
+        rows: list[Row] = []
         rejections = list(batch.rejections)
         for row in batch.rows:
-            if row.message_id in self.ledger:
+            if row.message_id in self.ledger or row.message_id in ledger:
                 result.duplicates += 1
                 continue
             reason = self._refuse(row) if self._refuse else None
             if reason is not None:
                 rejections.append(batch.reject(row.message_id, reason))
                 continue
-            self.ledger[row.message_id] = "loaded"
-            self.rows.append(row)
-            result.loaded += 1
+            ledger[row.message_id] = "loaded"
+            rows.append(row)
         fresh = []
         for rej in rejections:
-            if rej.message_id in self.ledger:
+            if rej.message_id in self.ledger or rej.message_id in ledger:
                 result.duplicates += 1
                 continue
-            self.ledger[rej.message_id] = "rejected"
-            self.rejections[rej.message_id] = rej
+            ledger[rej.message_id] = "rejected"
             fresh.append(rej)
+        self.ledger.update(ledger)
+        self.rows += rows
+        self.rejections.update((rej.message_id, rej) for rej in fresh)
+        result.loaded = len(rows)
         result.rejected = len(fresh)
         result.reasons = count_reasons(fresh)
         return result

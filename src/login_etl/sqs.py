@@ -26,8 +26,23 @@ from login_etl.source import SQS_BATCH_MAX, QueueDepth, QueueInfo
 from login_etl.transform import Message
 
 log = logging.getLogger(__name__)
+
+# Seconds a call other than a long poll may take before it counts as failed.
+CALL_TIMEOUT = 5.0
+# A long poll answers after at most its wait: this much more means a hung endpoint.
+POLL_SLACK = 10.0
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
-_MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+_MISSING_QUEUE = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "NonExistentQueue",
+    "QueueDoesNotExist",
+}
+# Answers no retry can fix: the credentials or the policy are wrong. Every
+# other code is retried (throttling and 5xx after botocore's own retries).
+# ExpiredToken is retried on purpose: the standard chain's credentials (IRSA,
+# instance and container roles, SSO) refresh themselves, so the next call
+# signs with new ones; static temporary keys that expired fail until
+# --max-retry-time and are then reported.
 _CONFIG_CODES = {
     "InvalidClientTokenId",
     "UnrecognizedClientException",
@@ -52,10 +67,20 @@ def region_for(queue_url: str) -> str | None:
 
 
 def make_client(
-    queue_url: str, *, pool_size: int = 10, max_attempts: int = 5, **overrides: Any
+    queue_url: str,
+    *,
+    pool_size: int = 10,
+    max_attempts: int = 1,
+    read_timeout: float = CALL_TIMEOUT,
+    **overrides: Any,
 ) -> Any:
     """A boto3 SQS client with retries and a connection pool sized for our threads.
 
+    Every call is bounded: `connect_timeout` 5 s, `read_timeout` as given
+    (a receive's must exceed its long-poll wait), and by default one try
+    inside botocore: retries are the worker's own policy (``--max-retry-time``,
+    jittered backoff), so a hung endpoint fails a call in seconds and the
+    outage is measured the same way as every other.
     `overrides` (endpoint_url, region_name, credentials) replace what boto3's
     standard chain would find; the demo uses them to ignore the shell's AWS_*.
     """
@@ -66,7 +91,7 @@ def make_client(
         retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=pool_size,
         connect_timeout=5,
-        read_timeout=30,
+        read_timeout=read_timeout,
     )
     try:
         return boto3.session.Session().client("sqs", region_name=region, config=config, **overrides)
@@ -81,6 +106,8 @@ def translated(action: str) -> Iterator[None]:
         yield
     except botocore.exceptions.NoCredentialsError as exc:
         raise ConfigError("no AWS credentials found (standard boto3 credential chain)") from exc
+    except botocore.exceptions.PartialCredentialsError as exc:
+        raise ConfigError(f"incomplete AWS credentials: {exc}") from exc
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in _MISSING_QUEUE:
@@ -117,9 +144,16 @@ def _message(raw: dict[str, Any]) -> Message:
 class SqsSource:
     """Receives from, deletes from and extends messages on one SQS queue."""
 
-    def __init__(self, queue_url: str, *, client: Any = None, pool_size: int = 10) -> None:
+    def __init__(
+        self, queue_url: str, *, client: Any = None, pool_size: int = 10, max_wait: int = 20
+    ) -> None:
         self.queue_url = queue_url
-        self._client = client or make_client(queue_url, pool_size=pool_size)
+        # Long polls get a client (and connections) of their own, so that deletes and
+        # the heartbeat's extensions never queue behind a hung receive.
+        self.client = client or make_client(queue_url, pool_size=pool_size)
+        self._receiver = client or make_client(
+            queue_url, pool_size=pool_size, read_timeout=max_wait + POLL_SLACK
+        )
         self._dlq: tuple[str | None, int | None] | None = None  # resolved once
 
     def __repr__(self) -> str:
@@ -128,7 +162,7 @@ class SqsSource:
     def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
         """Long-poll for up to `max_messages` (≤ 10) messages."""
         with translated("receive"):
-            answer = self._client.receive_message(
+            answer = self._receiver.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(max_messages, SQS_BATCH_MAX),
                 WaitTimeSeconds=wait_seconds,
@@ -158,7 +192,7 @@ class SqsSource:
                 {"Id": str(i), "ReceiptHandle": m.receipt, **extra} for i, m in enumerate(chunk)
             ]
             with translated(action):
-                answer = getattr(self._client, method)(QueueUrl=self.queue_url, Entries=entries)
+                answer = getattr(self.client, method)(QueueUrl=self.queue_url, Entries=entries)
             for entry in answer.get("Failed", []):
                 failed.append(chunk[int(entry["Id"])].message_id)
         if failed:
@@ -167,9 +201,7 @@ class SqsSource:
 
     def _attributes(self, names: list[str]) -> dict[str, str]:
         with translated("get attributes"):
-            answer = self._client.get_queue_attributes(
-                QueueUrl=self.queue_url, AttributeNames=names
-            )
+            answer = self.client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
         return dict(answer.get("Attributes", {}))
 
     def depth(self) -> QueueDepth:
@@ -219,7 +251,7 @@ class SqsSource:
         account = arn.split(":")[4] if arn.count(":") >= 5 else None
         kwargs = {"QueueOwnerAWSAccountId": account} if account else {}
         with translated("get DLQ url"):
-            url: str = self._client.get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
+            url: str = self.client.get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
         return url, max_receives
 
     def send_bodies(self, bodies: Sequence[str]) -> int:
@@ -228,7 +260,7 @@ class SqsSource:
         for chunk in chunks(bodies):
             entries = [{"Id": str(j), "MessageBody": b} for j, b in enumerate(chunk)]
             with translated("send"):
-                answer = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                answer = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             if answer.get("Failed"):
                 codes = sorted({f.get("Code", "?") for f in answer["Failed"]})
                 raise SourceUnavailable(f"SQS send failed for {len(answer['Failed'])}: {codes}")

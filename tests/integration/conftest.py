@@ -1,18 +1,21 @@
 """Real services for integration tests: one PostgreSQL server and one moto SQS
-endpoint per session; a fresh database and a fresh queue per test.
+endpoint per session; a fresh database and a fresh queue per test. Tests that
+stop a server get one of their own (`own_pg`, `own_sqs`).
 
 A service that fails to start fails the tests; nothing is skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.exceptions
 import psycopg
 import pytest
 from psycopg import sql
@@ -26,7 +29,14 @@ from login_etl.dev.local import (
 )
 from login_etl.masking import generate_key
 
+from .helpers import Env, Workers
+
 _counter = itertools.count()
+
+
+def unique_name(prefix: str) -> str:
+    """A name no other test of any session on this machine uses."""
+    return f"{prefix}-{os.getpid()}-{next(_counter)}"
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +78,7 @@ def sqs_client(aws_env: dict[str, str]) -> Any:
 @pytest.fixture
 def queue_url(sqs_client: Any) -> Iterator[str]:
     """A fresh, empty queue for one test."""
-    name = f"login-queue-{os.getpid()}-{next(_counter)}"
+    name = unique_name("login-queue")
     url: str = sqs_client.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})[
         "QueueUrl"
     ]
@@ -79,7 +89,7 @@ def queue_url(sqs_client: Any) -> Iterator[str]:
 @pytest.fixture
 def database_url(pg_server: LocalPostgres) -> Iterator[str]:
     """A fresh, empty database for one test."""
-    name = f"test_{os.getpid()}_{next(_counter)}"
+    name = unique_name("test").replace("-", "_")
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield pg_server.url_for(name)
@@ -87,30 +97,6 @@ def database_url(pg_server: LocalPostgres) -> Iterator[str]:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
-
-
-@dataclass
-class Env:
-    """Everything a worker needs, as environment variables."""
-
-    queue_url: str
-    database_url: str
-    key: str
-    aws: dict[str, str]
-
-    def vars(self, **extra: str) -> dict[str, str]:
-        """A complete environment for a `login-etl` subprocess."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGIN_ETL_")}
-        env.update(self.aws)
-        env.update(
-            LOGIN_ETL_QUEUE_URL=self.queue_url,
-            LOGIN_ETL_DATABASE_URL=self.database_url,
-            LOGIN_ETL_MASKING_KEY=self.key,
-            LOGIN_ETL_WAIT_TIME="1",
-            LOGIN_ETL_BATCH_WAIT_SECONDS="0.2",
-        )
-        env.update(extra)
-        return env
 
 
 @pytest.fixture
@@ -123,3 +109,63 @@ def etl_env(
         if k.startswith("LOGIN_ETL_"):
             monkeypatch.setenv(k, v)
     return env
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    """Worker subprocesses, all killed when the test ends."""
+    pool = Workers(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.kill_all()
+
+
+# -- dedicated servers (ones a test may stop) ---------------------------------------
+
+
+@pytest.fixture
+def own_pg() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server of this test's own, free to stop and restart."""
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def own_pg_env(own_pg: LocalPostgres, queue_url: str, aws_env: dict[str, str]) -> Env:
+    """A fresh queue on the session SQS, and a database on `own_pg`."""
+    with psycopg.connect(own_pg.url, autocommit=True) as conn:
+        # The server's default is synchronous_commit=off: the sink must still make
+        # each batch durable before deleting its messages.
+        conn.execute("CREATE DATABASE etl")
+    return Env(queue_url, own_pg.url_for("etl"), generate_key(), aws_env)
+
+
+@pytest.fixture
+def own_sqs() -> Iterator[LocalSqs]:
+    """A moto SQS server of this test's own, free to stop and restart (in this process)."""
+    with LocalSqs() as server:
+        yield server
+
+
+@pytest.fixture
+def own_sqs_env(own_sqs: LocalSqs, database_url: str) -> Iterator[tuple[Env, Any]]:
+    """A queue on `own_sqs` and a fresh database; plus a client for that endpoint.
+
+    moto keeps every server's queues in one in-process store, so the queue's
+    name is unique: a test that fails cannot leave messages for the next one.
+    """
+    aws = local_aws_env(own_sqs.endpoint)
+    client = boto3.client(
+        "sqs",
+        endpoint_url=aws["AWS_ENDPOINT_URL"],
+        region_name=aws["AWS_REGION"],
+        aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+    )
+    url = client.create_queue(
+        QueueName=unique_name("login-queue"), Attributes={"VisibilityTimeout": "10"}
+    )["QueueUrl"]
+    yield Env(url, database_url, generate_key(), aws), client
+    with contextlib.suppress(botocore.exceptions.EndpointConnectionError):  # a test stopped it
+        client.delete_queue(QueueUrl=url)

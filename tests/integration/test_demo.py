@@ -21,16 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from login_etl.dev.seed import read_records, synthetic
-from login_etl.events import Invalid, LoginEvent, parse_event
+from tests.oracle import outcome
 
 _SUMMARY_LABELS = {
     "sent": "messages sent",
@@ -111,26 +109,13 @@ def parse_summary(out: str) -> tuple[dict[str, int], dict[str, int]]:
     return numbers, reasons
 
 
-def expected_outcome(bodies: list[str]) -> tuple[list[LoginEvent], Counter[str]]:
-    """Valid events and rejection reasons, computed by the pure parser alone."""
-    valid: list[LoginEvent] = []
-    reasons: Counter[str] = Counter()
-    for body in bodies:
-        event = parse_event(body, datetime.now(UTC))
-        if isinstance(event, Invalid):
-            reasons[event.reason] += 1
-        else:
-            valid.append(event)
-    return valid, reasons
-
-
 def _mentions(text: str, value: str) -> int:
     return len(re.findall(rf"(?<![\w.-]){re.escape(value)}(?![\w.-])", text))
 
 
 def test_demo_synthetic_loads_everything_and_leaves_nothing(demo_tmp: Path) -> None:
     bodies = synthetic(300, 7)
-    valid, reasons = expected_outcome(bodies)
+    valid, reasons = outcome(bodies)
     assert reasons, "the generator should mix in malformed messages"
     # The demo must ignore the shell's own settings: these would point it elsewhere.
     done = run_demo(
@@ -170,7 +155,7 @@ def test_demo_synthetic_loads_everything_and_leaves_nothing(demo_tmp: Path) -> N
 
 def test_demo_with_the_sample_file(demo_tmp: Path, sample_path: Path) -> None:
     bodies = read_records(sample_path)
-    valid, reasons = expected_outcome(bodies)
+    valid, reasons = outcome(bodies)
     done = run_demo(demo_tmp, "--file", str(sample_path))
     assert done.returncode == 0, done.stdout + done.stderr
     numbers, by_reason = parse_summary(done.stdout)

@@ -16,8 +16,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from .helpers import cli, query, scalar
-from .test_pipeline import event, send
+from .helpers import cli, event, query, scalar, send
 
 _names = itertools.count()
 WHY = ("--purpose", "grant check")

@@ -18,8 +18,7 @@ from login_etl.dev.local import free_port
 from login_etl.kms import ENCRYPTION_CONTEXT
 from login_etl.masking import Masker, generate_key, key_id
 
-from .helpers import cli, query
-from .test_pipeline import event, send
+from .helpers import cli, event, query, send
 
 WHY = ("--purpose", "kms check")
 

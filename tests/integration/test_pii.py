@@ -14,8 +14,7 @@ import pytest
 
 from login_etl.masking import Masker, decode_key
 
-from .helpers import cli, dump_text, query
-from .test_pipeline import event, send
+from .helpers import cli, dump_text, event, query, send
 
 WHY = ("--purpose", "ticket SEC-42: account takeover report")
 AUDIT = (

@@ -7,11 +7,12 @@ import threading
 
 import psycopg
 
-from login_etl.config import Settings
-from login_etl.service import replay_rejections
+from login_etl.masking import Masker, decode_key
+from login_etl.postgres import session
+from login_etl.rejects import ReplayResult, replay
 
-from .helpers import cli, query, scalar
-from .test_pipeline import DDL, event, send
+from .helpers import USER_LOGINS_DDL as DDL
+from .helpers import cli, event, query, scalar, send
 
 TRIGGER = """
 CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -21,6 +22,39 @@ BEGIN
 END $$;
 CREATE TRIGGER refuse_poison BEFORE INSERT ON user_logins
     FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+"""
+
+# Holds an insert into user_logins until another login-etl session is inside a
+# transaction too, then counts the overlap in a sequence (sequences ignore
+# rollbacks and are seen by every session at once).
+# Once one overlap is counted, later inserts go through: the peer may be done.
+WAIT_FOR_A_PEER = """
+CREATE SEQUENCE replay_overlaps;
+CREATE FUNCTION wait_for_a_peer() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '20 seconds';
+BEGIN
+    LOOP
+        PERFORM pg_stat_clear_snapshot();
+        IF EXISTS (
+            SELECT 1 FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid()
+              AND application_name = 'login-etl' AND xact_start IS NOT NULL
+        ) THEN
+            PERFORM nextval('replay_overlaps');
+            RETURN NEW;
+        END IF;
+        IF (SELECT is_called FROM replay_overlaps) THEN
+            RETURN NEW;
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'no concurrent replay';
+        END IF;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+END $$;
+CREATE TRIGGER wait_for_a_peer BEFORE INSERT ON user_logins
+    FOR EACH ROW EXECUTE FUNCTION wait_for_a_peer();
 """
 
 
@@ -81,17 +115,32 @@ def test_replay_moves_what_passes_now_exactly_once(etl_env, sqs_client) -> None:
     with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
         conn.execute("DROP TRIGGER refuse_poison ON user_logins")
 
-    # Two replays at once: each message still moves exactly once.
-    settings = Settings.load()
-    results = []
-    threads = [
-        threading.Thread(target=lambda: results.append(replay_rejections(settings, reason=None)))
-        for _ in range(2)
-    ]
+    # Two replays at once: each message still moves exactly once. A trigger
+    # holds each insert until another replay's transaction is open too, so the
+    # two really overlap (and fails the insert if that never happens).
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        conn.execute(WAIT_FOR_A_PEER)
+    masker = Masker(decode_key(etl_env.key))
+    results: list[ReplayResult] = []
+    errors: list[BaseException] = []
+
+    def replay_one_at_a_time() -> None:
+        try:
+            with session(etl_env.database_url) as conn:
+                results.append(replay(conn, masker, page=1))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replay_one_at_a_time) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(60)
+    assert errors == [] and len(results) == 2
+    overlaps = scalar(etl_env.database_url, "SELECT is_called FROM replay_overlaps")
+    assert overlaps, "the two replays never had transactions open at the same time"
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER wait_for_a_peer ON user_logins")
     assert sum(r.loaded for r in results) == 3
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 13
     assert (

@@ -13,8 +13,7 @@ import psycopg
 from login_etl.masking import Masker, decode_key, generate_key, key_id
 
 from .helpers import USER_LOGINS_DDL as DDL
-from .helpers import cli, query
-from .test_pipeline import event, send
+from .helpers import cli, event, query, send
 
 ROOT = Path(__file__).resolve().parents[2]
 
