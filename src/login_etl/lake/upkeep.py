@@ -117,9 +117,7 @@ def _stale_days(table: Table, masker: Masker) -> list[date]:
     return sorted(set(found.column("create_date").to_pylist()))
 
 
-def _rekey_columns(
-    data: pa.Table, masker: Masker, result: LakeRekeyResult
-) -> tuple[pa.Table, int]:
+def _rekey_columns(data: pa.Table, masker: Masker, result: LakeRekeyResult) -> tuple[pa.Table, int]:
     """`data` with both mask columns under the primary key, and how many records changed."""
     import pyarrow as pa
 
