@@ -28,7 +28,7 @@ from login_etl.config import Settings
 from login_etl.lake.table import Lake, mark_of
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.postgres import PostgresSink
-from login_etl.service import build_pipeline, init_db, lake_writer
+from login_etl.service import build_pipeline, lake_writer
 from login_etl.sink import Batch
 from login_etl.sqs import SqsSource
 from login_etl.transform import Message, reject, transform
@@ -56,26 +56,7 @@ def event(i: int, **over: Any) -> dict[str, Any]:
     return base
 
 
-@pytest.fixture
-def warehouse(request, tmp_path, aws_env) -> str:
-    """A fresh warehouse: a local directory, or a bucket on moto's S3 over HTTP."""
-    if request.param == "file":
-        return f"file://{tmp_path}/warehouse"
-    bucket = f"lake-{os.getpid()}-{time.monotonic_ns()}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/warehouse"
-
-
 both = pytest.mark.parametrize("warehouse", ["file", "s3"], indirect=True)
-
-
-@pytest.fixture
-def lake_env(etl_env, warehouse, monkeypatch):
-    """etl_env with the lake on, exported as LOGIN_ETL_LAKE_WAREHOUSE too."""
-    monkeypatch.setenv("LOGIN_ETL_LAKE_WAREHOUSE", warehouse)
-    etl_env.warehouse = warehouse
-    init_db(Settings.load())
-    return etl_env
 
 
 def lake_records(env) -> list[dict[str, Any]]:
