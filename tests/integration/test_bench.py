@@ -25,7 +25,14 @@ def test_bench_runs_every_stage_and_reports_ratios() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(done.stdout)
-    assert set(results) == {"transform", "pipeline", "postgres", "sqs"}
+    assert set(results) == {
+        "transform",
+        "pipeline",
+        "postgres",
+        "sqs",
+        "drain_lake",
+        "backfill",
+    }
     for stage in results.values():
         assert stage["ours"] > 0 and stage["limit"] > 0
         assert abs(stage["ratio"] - stage["ours"] / stage["limit"]) < 1e-9
