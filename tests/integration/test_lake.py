@@ -396,3 +396,30 @@ def test_lake_unreachable_loading_goes_on_and_outbox_grows(lake_env, tmp_path) -
     os.rename(root + ".away", root)
     flush(lake_env)
     assert len(lake_records(lake_env)) == 25
+
+
+@pytest.mark.parametrize("warehouse", ["file"], indirect=True)
+def test_refused_rows_stay_out_and_a_replay_brings_them_in_once(lake_env) -> None:
+    with psycopg.connect(lake_env.database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused'; END IF;"
+            " RETURN NEW; END $$;"
+            " CREATE TRIGGER refuse_poison BEFORE INSERT ON user_logins"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_poison();"
+        )
+    bodies = [json.dumps(event(i)) for i in range(10)]
+    bodies += [json.dumps(event(100 + i, user_id=f"poison-{i}")) for i in range(3)]
+    load_directly(lake_env, bodies)  # the refused rows are isolated into rejections
+    assert scalar(lake_env.database_url, "SELECT count(*) FROM login_etl_lake_outbox") == 10
+    flush(lake_env)
+    assert len(lake_records(lake_env)) == 10
+    with psycopg.connect(lake_env.database_url, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER refuse_poison ON user_logins")
+    env = lake_env.vars(LOGIN_ETL_LAKE_WAREHOUSE=lake_env.warehouse)
+    for _ in range(2):  # a second replay finds nothing left to move
+        done = cli(env, "rejects", "replay")
+        assert done.returncode == 0, done.stderr
+    flush(lake_env)
+    ids = Counter(r["message_id"] for r in lake_records(lake_env))
+    assert len(ids) == 13 and set(ids.values()) == {1}
