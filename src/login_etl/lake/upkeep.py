@@ -224,6 +224,7 @@ def _expire(
     before = _referenced(table, cache)
     with translated("expire"):
         table.maintenance.expire_snapshots().by_ids(old).commit()
+        table.refresh()
     gone = before - _referenced(table, cache)
     for path in gone:
         _delete(table.io, path)
@@ -269,7 +270,6 @@ def maintain(
     now: datetime | None = None,
 ) -> MaintainResult:
     """Compact, expire snapshots older than `older_than`, remove old orphan files."""
-    cutoff = (now or datetime.now(UTC)) - older_than
     result = MaintainResult()
     lake = Lake.from_settings(settings)
     cache: dict[str, list[str]] = {}
@@ -280,6 +280,9 @@ def maintain(
             try:
                 table = lake.table()
                 result.compacted = _compact(table)
+                # Measured after compaction: with no age at all, its own
+                # rewrites expire at once and the files they replaced go now.
+                cutoff = (now or datetime.now(UTC)) - older_than
                 result.expired, result.deleted_files = _expire(table, cutoff, retain_last, cache)
                 result.deleted_files += _orphans(table, cutoff, cache)
                 files = [f for day in partitions(table).values() for f in day]
