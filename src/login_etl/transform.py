@@ -13,6 +13,7 @@ from datetime import date, datetime
 import msgspec
 
 from login_etl.events import Invalid, parse_event
+from login_etl.lake.record import extra_fields
 from login_etl.masking import MASK_MAX_CHARS, Masker
 
 
@@ -46,6 +47,10 @@ class Row(msgspec.Struct, frozen=True, gc=False):
     app_version: int
     create_date: date
     sent_at: datetime
+    # For the lake stage only (`transform(..., lake=True)`): the full version
+    # text and the event's other fields as JSON.
+    app_version_raw: str = ""
+    extra: str = "{}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +85,12 @@ def reject(message: Message, reason: str, masker: Masker) -> Rejection:
     )
 
 
-def transform(message: Message, masker: Masker) -> Row | Rejection:
-    """Validate and mask one message; never raises."""
+def transform(message: Message, masker: Masker, *, lake: bool = False) -> Row | Rejection:
+    """Validate and mask one message; never raises.
+
+    With `lake`, the row also carries the event's other fields for the lake
+    stage (a second decode of the body, so only when the lake is on).
+    """
     event = parse_event(message.body, message.sent_at)
     if isinstance(event, Invalid):
         return reject(message, event.reason, masker)
@@ -101,4 +110,6 @@ def transform(message: Message, masker: Masker) -> Row | Rejection:
         app_version=event.app_version,
         create_date=event.create_date,
         sent_at=message.sent_at,
+        app_version_raw=event.app_version_raw,
+        extra=extra_fields(message.body) if lake else "{}",
     )
