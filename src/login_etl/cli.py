@@ -36,6 +36,7 @@ PIPELINE = (
     "max_retry_time",
     "shutdown_timeout",
     "metrics_port",
+    "lake_warehouse",
     "init_db",
     "log_format",
     "log_level",
@@ -189,7 +190,8 @@ def init_db(**flags: Any) -> None:
     """Create user_logins (if absent) and the service's own tables."""
     service.init_db(load(flags, "database_url"))
     click.echo(
-        "schema ready: user_logins, user_logins_rejected, login_etl_ledger, login_etl_pii_access"
+        "schema ready: user_logins, user_logins_rejected, login_etl_ledger, "
+        "login_etl_pii_access, and the lake's outbox and catalog"
     )
 
 
@@ -405,11 +407,11 @@ def rejects_list(
 
 
 @rejects.command("replay")
-@settings_options("database_url", "masking_key", "masking_old_keys")
+@settings_options("database_url", "masking_key", "masking_old_keys", "lake_warehouse")
 @click.option("--reason", help="Only rejections with this reason.")
 def rejects_replay(reason: str | None, **flags: Any) -> None:
     """Re-run stored rejections through the current rules; load what passes now."""
-    settings = load(flags, "database_url", "masking_key", "masking_old_keys")
+    settings = load(flags, "database_url", "masking_key", "masking_old_keys", "lake_warehouse")
     result = service.replay_rejections(settings, reason=reason)
     still = sum(result.still_rejected.values())
     click.echo(f"examined {result.examined}, loaded {result.loaded}, still rejected {still}")
@@ -434,13 +436,109 @@ def prune(retention: int | None, dry_run: bool, **flags: Any) -> None:
 
 
 @cli.command()
-@settings_options("database_url", "masking_key", "masking_old_keys")
+@settings_options("database_url", "masking_key", "masking_old_keys", "lake_warehouse")
 def rekey(**flags: Any) -> None:
-    """After a key rotation: rewrite old masks and sealed bodies with the primary key."""
-    result = service.rekey_masks(load(flags, "database_url", "masking_key", "masking_old_keys"))
+    """After a key rotation: rewrite old masks and sealed bodies with the primary key.
+
+    With the lake on, the lake's masks are rewritten too (a partition at a time).
+    """
+    settings = load(flags, "database_url", "masking_key", "masking_old_keys", "lake_warehouse")
+    result = service.rekey_masks(settings)
     click.echo(f"rewrote {result.rows} rows and {result.bodies} rejected bodies")
-    if result.unreadable:
-        raise Failure(f"{result.unreadable} values were made by no known key and were left as is")
+    unreadable = result.unreadable
+    if settings.lake_warehouse:
+        from login_etl.lake.upkeep import rekey as rekey_lake
+
+        lake = rekey_lake(settings, settings.masker())
+        click.echo(
+            f"lake: rewrote {lake.rows} records in {lake.partitions} partitions "
+            f"and {lake.outbox} outbox rows"
+        )
+        unreadable += lake.unreadable
+    if unreadable:
+        raise Failure(f"{unreadable} values were made by no known key and were left as is")
+
+
+@cli.command()
+@settings_options("database_url", "lake_warehouse")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First create_date (YYYY-MM-DD).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Last create_date (YYYY-MM-DD).")
+@click.option("--force", is_flag=True, help="Allow dates before the lake's first record.")
+def backfill(since: Any, until: Any, force: bool, **flags: Any) -> None:
+    """Rebuild user_logins rows of the chosen create_dates from the lake (one transaction).
+
+    Without dates: every date in the lake. Running it twice gives the same table.
+    """
+    from login_etl.lake.backfill import backfill as run_backfill
+
+    result = run_backfill(
+        load(flags, "database_url", "lake_warehouse"),
+        since=since.date() if since else None,
+        until=until.date() if until else None,
+        force=force,
+    )
+    span = f"{result.dates[0]}..{result.dates[-1]}" if result.dates else "no dates"
+    rate = result.inserted / result.seconds if result.seconds else 0.0
+    click.echo(
+        f"backfilled {len(result.dates)} dates ({span}): deleted {result.deleted} rows, "
+        f"inserted {result.inserted} ({result.from_lake} from the lake, "
+        f"{result.from_outbox} from the outbox) in {result.seconds:.1f}s ({rate:,.0f} rows/s)"
+    )
+
+
+@cli.group()
+def lake() -> None:
+    """The lake stage: every loaded event in Apache Iceberg (docs/lake.md)."""
+
+
+@lake.command("flush")
+@settings_options("database_url", "lake_warehouse", "max_retry_time")
+def lake_flush(**flags: Any) -> None:
+    """Append every final outbox row to the lake now (one pass of the writer)."""
+    from login_etl.lake.writer import flush_once
+
+    result = flush_once(load(flags, "database_url", "lake_warehouse", "max_retry_time"))
+    if result.busy:
+        click.echo(f"another worker is writing to the lake; {result.outbox} rows in the outbox")
+        return
+    click.echo(
+        f"appended {result.appended} records in {result.commits} commits; "
+        f"{result.outbox} rows left in the outbox"
+    )
+
+
+@lake.command("maintain")
+@settings_options("database_url", "lake_warehouse")
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="Hours: expire snapshots and remove orphan files older than this.",
+)
+@click.option(
+    "--retain-last",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Snapshots always kept, however old.",
+)
+def lake_maintain(older_than: float, retain_last: int, **flags: Any) -> None:
+    """Compact small files, expire old snapshots, delete orphan files (daily)."""
+    from datetime import timedelta
+
+    from login_etl.lake.upkeep import maintain
+
+    result = maintain(
+        load(flags, "database_url", "lake_warehouse"),
+        older_than=timedelta(hours=older_than),
+        retain_last=retain_last,
+    )
+    click.echo(
+        f"compacted {result.compacted} partitions, expired {result.expired} snapshots, "
+        f"deleted {result.deleted_files} files; {result.data_files} data files, "
+        f"{result.data_bytes:,} bytes"
+    )
 
 
 @cli.command("grant")

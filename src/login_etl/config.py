@@ -102,6 +102,21 @@ def setting(
     return field(default=default, repr=not secret, metadata={**spec, "flag_allowed": flag})
 
 
+class Warehouse(click.ParamType):  # type: ignore[type-arg]
+    """An Iceberg warehouse location: ``file:///absolute/path`` or ``s3://bucket[/prefix]``."""
+
+    name = "url"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        """The location without a trailing slash, or a usage error."""
+        text = str(value).strip().rstrip("/")
+        if text.startswith("file:///") and len(text) > len("file:///"):
+            return text
+        if text.startswith("s3://") and text[5:].split("/")[0]:
+            return text
+        self.fail("expected file:///absolute/path or s3://bucket/prefix", param, ctx)
+
+
 class Choice(click.Choice):  # type: ignore[type-arg]
     """Case-insensitive choice that returns the canonical lower-case spelling."""
 
@@ -157,6 +172,11 @@ class Settings:
     )
     metrics_port: int = setting(
         "Serve /metrics, /healthz and /readyz on this port (0: off).", click.IntRange(0, 65535), 0
+    )
+    lake_warehouse: str | None = setting(
+        "Lake stage: Iceberg warehouse for every loaded event (file:///path or "
+        "s3://bucket/prefix; needs login-etl[lake]). Unset: no lake.",
+        Warehouse(),
     )
     init_db: bool = setting("Create missing tables before running.", click.BOOL, True)
     log_format: str = setting("Log format.", Choice("text", "json"), "text")

@@ -11,13 +11,14 @@ queue) versus everything else::
     ├── RetryableError         transient: back off and retry
     │   ├── SourceUnavailable  SQS unreachable, throttled or 5xx
     │   ├── SinkUnavailable    PostgreSQL unreachable or restarting
+    │   ├── LakeUnavailable    the lake's warehouse or catalog failed, or a commit raced
     │   └── KeyServiceUnavailable  KMS unreachable, throttled or 5xx
     ├── RetryTimeExceeded      a retryable failure outlasted --max-retry-time
     ├── DatabaseError          PostgreSQL refused a statement (not transient, not config)
     └── LocalServiceError      an embedded demo/test service failed to start
 
-Errors from boto3 and psycopg are translated into these at the source and
-sink boundaries (`raise ... from exc`), so the pipeline never imports either.
+Errors from boto3, psycopg and pyiceberg are translated into these at the source,
+sink and lake boundaries (`raise ... from exc`), so the pipeline never imports either.
 Messages never contain PII or key material.
 """
 
@@ -53,6 +54,10 @@ class SourceUnavailable(RetryableError):
 
 class SinkUnavailable(RetryableError):
     """The PostgreSQL server could not be reached or dropped the connection."""
+
+
+class LakeUnavailable(RetryableError):
+    """The lake's warehouse (files, S3) or catalog failed, or another commit won a race."""
 
 
 class KeyServiceUnavailable(RetryableError):

@@ -142,6 +142,8 @@ class Stats:
     # Last time the loop finished a call (successful or not): what /healthz watches.
     last_activity_at: float = field(default_factory=time.monotonic)
     metrics: Metrics | None = field(default=None, repr=False)
+    # Rows waiting in the lake outbox, as the lake writer last saw them.
+    lake_outbox_rows: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -195,6 +197,12 @@ class Stats:
         for sent in sent_at:
             m.lag.observe(max(0.0, (now - sent).total_seconds()))
         m.last_commit.set(now.timestamp())
+
+    def lake_outbox(self, rows: int) -> None:
+        """Record the lake outbox's backlog (the lake writer reports it after each pass)."""
+        self.lake_outbox_rows = rows
+        if self.metrics is not None:
+            self.metrics.outbox.set(rows)
 
     @property
     def done(self) -> int:

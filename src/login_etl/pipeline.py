@@ -58,6 +58,8 @@ class Options:
     heartbeat: bool = True
     # The queue's visibility timeout; None: read from the source at start.
     visibility_timeout: int | None = None
+    # Rows carry the lake record's extra fields (the lake stage is on).
+    lake: bool = False
 
 
 class Pipeline:
@@ -288,7 +290,7 @@ class Pipeline:
         rows: list[Row] = []
         rejections: list[Rejection] = []
         for m in messages:
-            out = transform(m, self.masker)
+            out = transform(m, self.masker, lake=self.options.lake)
             if isinstance(out, Row):
                 rows.append(out)
             else:

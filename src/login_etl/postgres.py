@@ -42,6 +42,8 @@ _STAGING_TYPES = [
     "date",
     "timestamptz",
 ]
+# With the lake on, staging also takes the lake record's two extra columns.
+_STAGING_TYPES_LAKE = [*_STAGING_TYPES, "text", "text"]
 # libpq reports a refused login without its SQLSTATE, so these are known by
 # the server's message. A server answering in another language makes them
 # look transient: retried until --max-retry-time, then reported.
@@ -192,6 +194,7 @@ def init_schema(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(query("schema_lock"))
         cur.execute(query("schema"))
+        cur.execute(query("lake_schema"))  # the lake's outbox and catalog (login_etl.lake)
 
 
 def staging_tuple(r: Row) -> tuple[Any, ...]:
@@ -209,12 +212,26 @@ def staging_tuple(r: Row) -> tuple[Any, ...]:
     )
 
 
-class PostgresSink:
-    """Writes batches to PostgreSQL, one transaction each, reconnecting as needed."""
+def lake_staging_tuple(r: Row) -> tuple[Any, ...]:
+    """`staging_tuple` plus the lake record's columns: app_version_raw, extra."""
+    return (*staging_tuple(r), r.app_version_raw, r.extra)
 
-    def __init__(self, url: str, *, write_timeout: float = 300.0) -> None:
+
+class PostgresSink:
+    """Writes batches to PostgreSQL, one transaction each, reconnecting as needed.
+
+    With `lake`, each loaded row's lake record goes into the lake outbox in
+    the same transaction (see `login_etl.lake`).
+    """
+
+    def __init__(self, url: str, *, lake: bool = False, write_timeout: float = 300.0) -> None:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
+        self._copy, self._types, self._tuple, self._load_rows = (
+            ("copy_staging_lake", _STAGING_TYPES_LAKE, lake_staging_tuple, "load_rows_lake")
+            if lake
+            else ("copy_staging", _STAGING_TYPES, staging_tuple, "load_rows")
+        )
         # A write still running after this long means a hung server: its connection is
         # cut, the write fails as retryable, and the retry policy takes over.
         self._write_timeout = write_timeout
@@ -288,11 +305,11 @@ class PostgresSink:
         if not rows:
             return 0
         try:
-            with cur.copy(query("copy_staging")) as copy:
-                copy.set_types(_STAGING_TYPES)
+            with cur.copy(query(self._copy)) as copy:
+                copy.set_types(self._types)
                 for row in rows:
-                    copy.write_row(staging_tuple(row))
-            cur.execute(query("load_rows"))
+                    copy.write_row(self._tuple(row))
+            cur.execute(query(self._load_rows))
             loaded = cur.rowcount
             if isolate:
                 cur.execute(query("clear_staging"))

@@ -85,20 +85,34 @@ def _row_params(row: Row) -> dict[str, Any]:
     }
 
 
+def _lake_params(row: Row) -> dict[str, Any]:
+    return {
+        **_row_params(row),
+        "message_id": row.message_id,
+        "sent_at": row.sent_at,
+        "app_version_raw": row.app_version_raw,
+        "extra": row.extra,
+    }
+
+
 def replay(
     conn: psycopg.Connection[Any],
     masker: Masker,
     *,
     reason: str | None = None,
     page: int = 500,
+    lake: bool = False,
 ) -> ReplayResult:
-    """Re-run stored rejections (optionally one reason) through the current rules."""
+    """Re-run stored rejections (optionally one reason) through the current rules.
+
+    With `lake`, what loads now also gets its lake record in the outbox.
+    """
     result = ReplayResult()
     for rows in locked_pages(conn, "replay_select", {"reason": reason}, after="", page=page):
         for message_id, old_reason, sent_at, receive_count, sealed in rows:
             body = open_body(masker, sealed, message_id)
             message = Message(message_id, "", body, sent_at, receive_count)
-            new_reason = _replay_one(conn, message, masker)
+            new_reason = _replay_one(conn, message, masker, lake=lake)
             if new_reason is None:
                 result.loaded += 1
                 continue
@@ -111,14 +125,18 @@ def replay(
     return result
 
 
-def _replay_one(conn: psycopg.Connection[Any], message: Message, masker: Masker) -> str | None:
+def _replay_one(
+    conn: psycopg.Connection[Any], message: Message, masker: Masker, *, lake: bool = False
+) -> str | None:
     """Load one message if it passes now; return the reason when it still fails."""
-    out = transform(message, masker)
+    out = transform(message, masker, lake=lake)
     if not isinstance(out, Row):
         return out.reason
     try:
         with conn.transaction():  # a savepoint: a refused row leaves the rest intact
             conn.execute(query("replay_insert"), _row_params(out))
+            if lake:
+                conn.execute(query("lake_outbox_insert"), _lake_params(out))
             conn.execute(
                 query("replay_mark_loaded"),
                 {"message_id": message.message_id, "sent_at": message.sent_at},

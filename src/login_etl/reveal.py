@@ -7,20 +7,24 @@ the reader's terminal.
 
 `masked_body` shows a rejected body with every ``ip`` and ``device_id``
 replaced by its mask (the one `user_logins` would hold, so it can be matched
-against loaded rows), at any depth, in flattened names (``{"device":
-{"id": …}}``) and inside an SNS envelope's message. A body that is not JSON
-cannot be searched for those fields, so it is hidden whole.
+against loaded rows): at any depth, in flattened names (``{"device":
+{"id": …}}``), in names that end in one (``client_ip``, ``old_device_id``),
+and inside an SNS envelope's message. A body that is not JSON cannot be
+searched for those fields, so it is hidden whole.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from login_etl.events import canonical_ip
 from login_etl.masking import Masker
 
-PII_FIELDS = ("ip", "device_id")
+# A name that is, or ends in, ip or device_id once flattened (`device.id`,
+# `client_ip`): the rule the lake uses to keep such fields out of its records.
+_PII_NAME = re.compile(r"(?:^|_)(ip|device_id)$")
 _HIDDEN = "***"
 
 
@@ -78,27 +82,21 @@ def masked_body(body: str, masker: Masker) -> str:
 
 
 def _pii_field(name: str) -> str | None:
-    lowered = name.lower()
-    return lowered if lowered in PII_FIELDS else None
-
-
-def _leads_to_pii(name: str) -> bool:
-    lowered = name.lower() + "_"
-    return any(field.startswith(lowered) for field in PII_FIELDS)
+    """`ip` or `device_id` when a (flattened) name is one, or ends in one (`client_ip`)."""
+    match = _PII_NAME.search(name.lower())
+    return match.group(1) if match else None
 
 
 def _walk(value: Any, prefix: str, masker: Masker) -> Any:
-    """`value` with PII masked; `prefix` is the flattened name of an enclosing object."""
+    """`value` with PII masked; `prefix` is the flattened name of the enclosing objects."""
     if type(value) is _Object:
         out = _Object()
         for key, child in value:
-            field = _pii_field(prefix + key) or _pii_field(key)
+            field = _pii_field(prefix + key)
             if field is not None:
                 out.append((key, _mask(field, child, masker)))
-            elif type(child) is _Object and _leads_to_pii(prefix + key):
-                out.append((key, _walk(child, prefix + key + "_", masker)))
             else:
-                out.append((key, _walk(child, "", masker)))
+                out.append((key, _walk(child, prefix + key + "_", masker)))
         return out
     if isinstance(value, list):
         return [_walk(item, "", masker) for item in value]

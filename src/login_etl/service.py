@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from login_etl import audit, health, ledger, rejects
 from login_etl.audit import Access
@@ -31,6 +32,9 @@ from login_etl.sink import Sink
 from login_etl.source import QueueInfo, Source
 from login_etl.sqlfiles import query
 from login_etl.sqs import SqsSource
+
+if TYPE_CHECKING:
+    from login_etl.lake.writer import LakeWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ def pipeline_options(
         max_retry_time=float(settings.max_retry_time),
         shutdown_timeout=float(settings.shutdown_timeout),
         visibility_timeout=visibility_timeout,
+        lake=bool(settings.lake_warehouse),
     )
 
 
@@ -150,7 +155,12 @@ def run(
         name="ledger-prune",
         daemon=True,
     ).start()
-    sink = PostgresSink(settings.database_url, write_timeout=float(settings.max_retry_time))
+    sink = PostgresSink(
+        settings.database_url,
+        lake=bool(settings.lake_warehouse),
+        write_timeout=float(settings.max_retry_time),
+    )
+    lake = lake_writer(settings, stats)
     if settings.metrics_port:
         _serve_health(settings, stats, source, info, retrier.stop)
     pipeline = build_pipeline(
@@ -180,6 +190,8 @@ def run(
     finally:
         retrier.stop.set()  # ends the pruning thread
         sink.close()
+        if lake is not None:
+            lake.close()  # a last pass: what this run loaded goes to the lake now
     snap = stats.snapshot()
     log.info(
         "worker stopped",
@@ -226,6 +238,16 @@ def _serve_health(
         server.shutdown()
 
     threading.Thread(target=stop_serving, name="http-stop", daemon=True).start()
+
+
+def lake_writer(settings: Settings, stats: Stats | None = None) -> LakeWriter | None:
+    """The started lake writer when the lake is on (pyiceberg is imported only then)."""
+    if not settings.lake_warehouse:
+        return None
+    from login_etl.lake.writer import LakeWriter
+
+    on_retry = stats.retried if stats is not None else None
+    return LakeWriter(settings, stats, on_retry=on_retry).start()
 
 
 def seed(settings: Settings, bodies: Sequence[str]) -> int:
@@ -357,7 +379,7 @@ def replay_rejections(settings: Settings, *, reason: str | None) -> rejects.Repl
     """Re-run stored rejections through the current rules."""
     masker = settings.masker()
     with session(settings.database_url) as conn:
-        return rejects.replay(conn, masker, reason=reason)
+        return rejects.replay(conn, masker, reason=reason, lake=bool(settings.lake_warehouse))
 
 
 def prune_ledger(settings: Settings, *, retention: int | None, dry_run: bool) -> tuple[int, int]:

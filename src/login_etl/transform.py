@@ -14,6 +14,7 @@ from datetime import date, datetime
 import msgspec
 
 from login_etl.events import Invalid, parse_event
+from login_etl.lake.record import extra_fields
 from login_etl.masking import MASK_MAX_CHARS, Masker
 
 
@@ -47,6 +48,10 @@ class Row(msgspec.Struct, frozen=True, gc=False):
     app_version: int
     create_date: date
     sent_at: datetime
+    # For the lake stage only (`transform(..., lake=True)`): the full version
+    # text and the event's other fields as JSON.
+    app_version_raw: str = ""
+    extra: str = "{}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +86,12 @@ def reject(message: Message, reason: str, masker: Masker) -> Rejection:
     )
 
 
-def transform(message: Message, masker: Masker) -> Row | Rejection:
-    """Validate and mask one message; never raises."""
+def transform(message: Message, masker: Masker, *, lake: bool = False) -> Row | Rejection:
+    """Validate and mask one message; never raises.
+
+    With `lake`, the row also carries the event's other fields for the lake
+    stage (a second decode of the body, so only when the lake is on).
+    """
     event = parse_event(message.body, message.sent_at)
     if isinstance(event, Invalid):
         return reject(message, event.reason, masker)
@@ -102,4 +111,6 @@ def transform(message: Message, masker: Masker) -> Row | Rejection:
         app_version=event.app_version,
         create_date=event.create_date,
         sent_at=message.sent_at,
+        app_version_raw=event.app_version_raw,
+        extra=extra_fields(message.body) if lake else "{}",
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from login_etl.config import Settings
 from login_etl.dev.local import (
     LocalPostgres,
     LocalServices,
@@ -28,6 +30,7 @@ from login_etl.dev.local import (
     local_services,
 )
 from login_etl.masking import generate_key
+from login_etl.service import init_db
 
 from .helpers import Env, Workers
 
@@ -169,3 +172,22 @@ def own_sqs_env(own_sqs: LocalSqs, database_url: str) -> Iterator[tuple[Env, Any
     yield Env(url, database_url, generate_key(), aws), client
     with contextlib.suppress(botocore.exceptions.EndpointConnectionError):  # a test stopped it
         client.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def warehouse(request, tmp_path, aws_env) -> str:
+    """A fresh warehouse: a local directory, or a bucket on moto's S3 over HTTP."""
+    if request.param == "file":
+        return f"file://{tmp_path}/warehouse"
+    bucket = f"lake-{os.getpid()}-{time.monotonic_ns()}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/warehouse"
+
+
+@pytest.fixture
+def lake_env(etl_env, warehouse, monkeypatch):
+    """etl_env with the lake on, exported as LOGIN_ETL_LAKE_WAREHOUSE too."""
+    monkeypatch.setenv("LOGIN_ETL_LAKE_WAREHOUSE", warehouse)
+    etl_env.warehouse = warehouse
+    init_db(Settings.load())
+    return etl_env

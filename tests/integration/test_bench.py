@@ -87,8 +87,9 @@ def test_bench_moves_every_event_it_reports_on(
     bench.main(["--events", str(EVENTS), "--sqs-messages", str(SQS_MESSAGES), "--json"])
     out = capsys.readouterr().out
     results = json.loads(out.strip().splitlines()[-1])  # one JSON object, the last line
-    assert {"transform", "pipeline", "postgres", "sqs"} <= set(results)
-    for name in ("transform", "pipeline", "postgres", "sqs"):
+    stages = ("transform", "pipeline", "postgres", "sqs", "drain_lake", "backfill")
+    assert set(stages) <= set(results)
+    for name in stages:
         for key in ("ours", "limit", "ratio"):
             value = results[name][key]
             assert isinstance(value, float) and math.isfinite(value) and value > 0, (name, key)
@@ -107,10 +108,11 @@ def test_bench_moves_every_event_it_reports_on(
     )
     assert tally.memory.reasons == dict(reasons)
     # postgres: every valid event's row through the real sink; sqs: a full drain
-    # into PostgreSQL, each message received, committed and deleted once
+    # into PostgreSQL, each message received, committed and deleted once; the lake
+    # stage: two more drains of the same events into PostgreSQL (lake off, lake on)
     assert (tally.postgres.loaded, tally.postgres.rejected, tally.postgres.duplicates) == (
-        len(valid) + len(sqs_valid),
-        sum(sqs_reasons.values()),
+        3 * len(valid) + len(sqs_valid),
+        sum(sqs_reasons.values()) + 2 * sum(reasons.values()),
         0,
     )
     assert len(tally.deleted) == SQS_MESSAGES

@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
+from login_etl.lake.table import Lake
+
 from .helpers import cli, event, query, scalar, send
 
 _names = itertools.count()
@@ -90,6 +92,29 @@ def test_a_writer_runs_the_worker_with_no_init_db(etl_env, sqs_client, roles, in
     status = cli(worker, "status", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["rows_loaded"] == 3
+
+
+def test_a_writer_runs_the_worker_with_the_lake_on(
+    etl_env, sqs_client, roles, initialised, tmp_path
+) -> None:
+    owner_grants(etl_env, "writer", roles["writer"])
+    warehouse = f"file://{tmp_path}/warehouse"
+    worker = etl_env.vars(
+        LOGIN_ETL_DATABASE_URL=url_as(etl_env, roles["writer"]),
+        LOGIN_ETL_LAKE_WAREHOUSE=warehouse,
+    )
+    send(sqs_client, etl_env.queue_url, [event(i) for i in range(5)])
+    done = cli(worker, "run", "--drain", "--no-init-db")
+    assert done.returncode == 0, done.stderr
+    flushed = cli(worker, "lake", "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM login_etl_lake_outbox") == 0
+    lake = Lake(etl_env.database_url, warehouse)
+    try:
+        users = sorted(r["user_id"] for r in lake.table().scan().to_arrow().to_pylist())
+    finally:
+        lake.close()
+    assert users == [f"user-{i}" for i in range(5)]
 
 
 def test_a_writer_has_no_ddl_and_cannot_change_loaded_rows(
@@ -187,7 +212,13 @@ def test_granting_is_idempotent_and_exact(etl_env, roles, initialised) -> None:
         roles["writer"],
     )
     expected = [("user_logins", p) for p in ("INSERT", "SELECT")]
-    for table in ("login_etl_ledger", "user_logins_rejected"):
+    expected += [("login_etl_lake_outbox", p) for p in ("DELETE", "INSERT", "SELECT")]
+    for table in (
+        "login_etl_ledger",
+        "user_logins_rejected",
+        "iceberg_tables",
+        "iceberg_namespace_properties",
+    ):
         expected += [(table, p) for p in ("DELETE", "INSERT", "SELECT", "UPDATE")]
     assert privileges == sorted(expected)
 

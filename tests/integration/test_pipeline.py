@@ -103,6 +103,10 @@ def test_sample_loads_99_rows_and_1_rejection(etl_env, sample_path: Path, sqs_cl
 
 
 def test_redelivered_message_never_loads_twice(etl_env, sqs_client) -> None:
+    # A short visibility timeout: the dead worker's messages come back in seconds.
+    sqs_client.set_queue_attributes(
+        QueueUrl=etl_env.queue_url, Attributes={"VisibilityTimeout": "3"}
+    )
     send(sqs_client, etl_env.queue_url, [event(i) for i in range(5)])
     source = SqsSource(etl_env.queue_url)
     # First delivery: commit but never delete (a crash right after commit) ...

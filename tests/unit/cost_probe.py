@@ -9,6 +9,7 @@ the first body whose ``peak`` jumps is the one that cost the memory.
 
 from __future__ import annotations
 
+import gc
 import json
 import resource
 import sys
@@ -38,9 +39,14 @@ def main(path: str) -> None:
             name, body = json.loads(line)
             message = Message(name, "r", body, sent)
             del body
-            started = time.process_time()
-            out = transform(message, masker)
-            cpu = time.process_time() - started
+            # The least CPU of three runs: a collection or a neighbour's cache storm
+            # in one run is noise; a cost that grows with the body shows in all three.
+            cpu = float("inf")
+            for _ in range(3):
+                gc.collect()
+                started = time.process_time()
+                out = transform(message, masker)
+                cpu = min(cpu, time.process_time() - started)
             if isinstance(out, Row):
                 outcome = "row"
             else:

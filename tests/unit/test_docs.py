@@ -48,3 +48,18 @@ def test_faq_links_point_at_real_files() -> None:
     assert len(targets) >= 5  # the FAQ points at the real code and files
     for target in targets:
         assert (ROOT / "docs" / target).resolve().exists(), target
+
+
+def _modules() -> list[str]:
+    package = ROOT / "src" / "login_etl"
+    return sorted(
+        str(path.relative_to(ROOT))
+        for path in package.rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py")
+    )
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_the_code_map_names_every_module(module: str) -> None:
+    architecture = README[README.index("## Architecture") : README.index("## More")]
+    assert f"]({module})" in architecture

@@ -84,6 +84,8 @@ def test_ip_is_masked_in_canonical_form(masker: Masker) -> None:
         "199.172.111.135 593-47-5928",
         "[" * 5000 + "]" * 5000,
         '{"ip": "\\ud800 199.172.111.135"}',
+        '{"client_ip": "199.172.111.135", "old_device_id": "593-47-5928"}',
+        '{"session": {"client": {"ip": "199.172.111.135"}}}',
     ],
     ids=[
         "flattened",
@@ -97,6 +99,8 @@ def test_ip_is_masked_in_canonical_form(masker: Masker) -> None:
         "plain-text",
         "too-deep",
         "lone-surrogate",
+        "suffixed-names",
+        "deep-flattened",
     ],
 )
 def test_no_plaintext_pii_survives(masker: Masker, body: str) -> None:
@@ -119,6 +123,17 @@ def test_everything_else_is_kept_exactly(masker: Masker) -> None:
     assert "12345678901234567890" in masked_body(body, masker)
 
 
+def test_names_that_end_in_a_pii_field_are_masked_as_that_field(masker: Masker) -> None:
+    body = '{"client_ip": "1.2.3.4", "old_device_id": "x-1", "tip": "keep", "ipx": "keep"}'
+    shown = json.loads(masked_body(body, masker))
+    assert shown == {
+        "client_ip": masker.mask("ip", "1.2.3.4"),
+        "old_device_id": masker.mask("device_id", "x-1"),
+        "tip": "keep",
+        "ipx": "keep",
+    }
+
+
 def test_a_null_ip_stays_null(masker: Masker) -> None:
     assert json.loads(masked_body('{"ip": null}', masker)) == {"ip": None}
 
@@ -137,15 +152,19 @@ def test_generated_bodies_mask_every_ip_and_device_id(doc: object) -> None:
     masker = Masker(KEY_A)
     shown = json.loads(masked_body(json.dumps(doc), masker))
 
-    def check(original: object, masked: object) -> None:
+    def is_pii(name: str) -> bool:  # flattened name is, or ends in, a PII field
+        return name in ("ip", "device_id") or name.endswith(("_ip", "_device_id"))
+
+    def check(original: object, masked: object, prefix: str = "") -> None:
         if isinstance(original, dict):
             assert isinstance(masked, dict) and masked.keys() == original.keys()
             for key, value in original.items():
-                if key in ("ip", "device_id") and value is not None:
+                name = prefix + key
+                if not is_pii(name):
+                    check(value, masked[key], name + "_")
+                elif value is not None:
                     assert isinstance(masked[key], str)
                     assert masked[key].startswith(masker.key_id + ".")
-                elif key != "id":  # device.id: masked when its parent is "device"
-                    check(value, masked[key])
         elif isinstance(original, list):
             assert isinstance(masked, list) and len(masked) == len(original)
             for a, b in zip(original, masked, strict=True):

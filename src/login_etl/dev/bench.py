@@ -7,7 +7,12 @@ underlying work without login-etl in the way, measured seconds apart:
 * pipeline    — the threaded loop over in-memory source/sink vs the bare transform;
 * postgres    — `PostgresSink.write` (staging COPY + ledger + insert) vs a bare binary COPY;
 * sqs         — a full drain (receive → load → delete) vs bare boto3 receive+delete
-                of the same number of messages at the same queue depth.
+                of the same number of messages at the same queue depth;
+* drain_lake  — a drain from memory into PostgreSQL with the lake on (outbox, the
+                writer thread, its last flush to Iceberg in a local directory) vs
+                the same drain with the lake off;
+* backfill    — `login-etl backfill` of every row from that lake vs the postgres
+                stage's figure above (the target is a ratio of at least 0.7).
 
 ``--sqs-endpoint URL`` drains through another endpoint (LocalStack) instead of
 the embedded moto server, whose cost grows with queue depth. Ratios near 1.0
@@ -183,6 +188,51 @@ def bench_sqs(
     return mine, raw
 
 
+def bench_lake(
+    bodies: list[str], masker: Masker, services: LocalServices
+) -> tuple[float, float, float]:
+    """(drain with the lake on, drain with it off, backfill) in rows per second."""
+    import tempfile
+
+    import psycopg
+
+    from login_etl.lake.backfill import backfill
+    from login_etl.postgres import PostgresSink
+    from login_etl.service import init_db, lake_writer
+
+    run_id = f"{os.getpid()}_{int(time.time())}"
+
+    def drain(name: str, warehouse: str | None) -> tuple[float, Settings]:
+        with psycopg.connect(services.pg.url, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+        settings = Settings(
+            database_url=services.pg.url_for(name),
+            lake_warehouse=warehouse,
+            concurrency=2,
+            batch_size=500,
+            batch_wait_seconds=0.05,
+            wait_time=0,
+        )
+        init_db(settings)
+        source = MemorySource(bodies, sent_at=SENT)
+        started = time.perf_counter()
+        writer = lake_writer(settings)
+        with closing(PostgresSink(settings.database_url, lake=writer is not None)) as sink:
+            pipeline = build_pipeline(
+                settings, source, sink, masker, drain=True, visibility_timeout=300
+            )
+            pipeline.run()
+        if writer is not None:
+            writer.close()  # the last flush: the lake holds every row when the drain ends
+        return len(bodies) / (time.perf_counter() - started), settings
+
+    with tempfile.TemporaryDirectory(prefix="login-etl-lake-") as tmp:
+        off, _ = drain(f"bench_lake_off_{run_id}", None)
+        on, settings = drain(f"bench_lake_on_{run_id}", f"file://{tmp}")
+        done = backfill(settings)
+    return on, off, done.inserted / done.seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run every benchmark and print one line each (or JSON with --json)."""
     parser = argparse.ArgumentParser(prog="python -m login_etl.dev.bench", description=__doc__)
@@ -205,14 +255,17 @@ def main(argv: list[str] | None = None) -> None:
         results["postgres"] = {"ours": ours, "limit": limit}
         ours, limit = bench_sqs(args.sqs_messages, masker, services)
         results["sqs"] = {"ours": ours, "limit": limit}
+        on, off, backfilled = bench_lake(bodies, masker, services)
+        results["drain_lake"] = {"ours": on, "limit": off}
+        results["backfill"] = {"ours": backfilled, "limit": results["postgres"]["ours"]}
     for r in results.values():
         r["ratio"] = r["ours"] / r["limit"]
     if args.json:
         print(json.dumps(results))
         return
-    print(f"{'stage':<10} {'login-etl/s':>12} {'limit/s':>12} {'ratio':>6}")
+    print(f"{'stage':<11} {'login-etl/s':>12} {'limit/s':>12} {'ratio':>6}")
     for name, r in results.items():
-        print(f"{name:<10} {r['ours']:>12,.0f} {r['limit']:>12,.0f} {r['ratio']:>6.2f}")
+        print(f"{name:<11} {r['ours']:>12,.0f} {r['limit']:>12,.0f} {r['ratio']:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -8,3 +8,8 @@ GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role};
 GRANT SELECT, INSERT ON user_logins TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON login_etl_ledger, user_logins_rejected TO {role};
+-- The lake stage: the outbox written with each batch and drained by the lake
+-- writer, and the Iceberg SQL catalog its commits update.
+GRANT SELECT, INSERT, DELETE ON login_etl_lake_outbox TO {role};
+GRANT USAGE ON SEQUENCE login_etl_lake_outbox_id_seq TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON iceberg_tables, iceberg_namespace_properties TO {role};

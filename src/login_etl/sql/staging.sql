@@ -8,5 +8,8 @@ CREATE TEMP TABLE IF NOT EXISTS login_etl_staging (
     locale            varchar(32),
     app_version       integer,
     create_date       date,
-    sent_at           timestamptz
+    sent_at           timestamptz,
+    -- lake records only (COPY fills them when the lake is on)
+    app_version_raw   text,
+    extra             text
 ) ON COMMIT DELETE ROWS

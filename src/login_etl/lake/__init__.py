@@ -1,0 +1,28 @@
+"""The lake stage: every loaded event, masked, in an Apache Iceberg table.
+
+This package's top level imports nothing heavy: the worker imports pyiceberg
+(the ``login-etl[lake]`` extra) only when ``LOGIN_ETL_LAKE_WAREHOUSE`` is set.
+
+* `record`   — the lake record's extra fields (pure);
+* `table`    — catalog, table and schema, and pyiceberg's errors translated;
+* `writer`   — the outbox → Iceberg writer (`flush`) and its thread;
+* `backfill` — rebuild `user_logins` rows from the lake;
+* `upkeep`   — rekey and maintenance (snapshot expiry, compaction, orphans).
+
+Exactly once across PostgreSQL and Iceberg: the batch transaction that loads
+a row also writes its record to the outbox table; the writer appends outbox
+rows to Iceberg with the outbox high-water mark in the snapshot summary, then
+deletes them. See docs/lake.md.
+"""
+
+from __future__ import annotations
+
+CATALOG = "login_etl"
+NAMESPACE = "login_etl"
+TABLE = "login_events"
+IDENTIFIER = f"{NAMESPACE}.{TABLE}"
+
+# The lake's tables in PostgreSQL (created by init-db). A writer role needs
+# SELECT, INSERT, UPDATE, DELETE on them and USAGE on the outbox's sequence.
+TABLES = ("login_etl_lake_outbox", "iceberg_tables", "iceberg_namespace_properties")
+SEQUENCES = ("login_etl_lake_outbox_id_seq",)

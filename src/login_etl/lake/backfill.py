@@ -1,0 +1,150 @@
+"""Rebuild `user_logins` rows from the lake, one transaction per run.
+
+`user_logins` has no message id, so the unit of idempotency is the
+create_date: a backfill deletes every row of the chosen dates and inserts
+the lake's records for them, so running it twice gives the same table. The
+lake's records are the table's current snapshot plus the outbox rows above
+its mark (loaded, not appended yet), so a backfill never loses a row that
+waits for the writer.
+
+Consistency while workers keep loading: the writer lock keeps flushes out
+for the duration, and the transaction is REPEATABLE READ, so its delete and
+its outbox read see one snapshot: a row committed after it began is neither
+deleted nor inserted, it simply stays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from login_etl.errors import ConfigError
+from login_etl.lake.table import Lake, mark_of, on_days, partitions, translated
+from login_etl.lake.writer import unlock, wait_for_lock
+from login_etl.postgres import connect
+from login_etl.sqlfiles import query
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyiceberg.table import Table
+
+    from login_etl.config import Settings
+
+_USER_LOGINS = (
+    "user_id",
+    "device_type",
+    "masked_ip",
+    "masked_device_id",
+    "locale",
+    "app_version",
+    "create_date",
+)
+_COPY_TYPES = ["varchar", "varchar", "varchar", "varchar", "varchar", "int4", "date"]
+
+
+@dataclass
+class BackfillResult:
+    """What a backfill replaced."""
+
+    dates: list[date] = field(default_factory=list)
+    deleted: int = 0
+    from_lake: int = 0
+    from_outbox: int = 0
+    seconds: float = 0.0
+
+    @property
+    def inserted(self) -> int:
+        """Rows inserted in all."""
+        return self.from_lake + self.from_outbox
+
+
+def choose_dates(
+    known: set[date], since: date | None, until: date | None, *, force: bool
+) -> list[date]:
+    """The dates a backfill replaces (pure).
+
+    Without bounds: every date the lake holds. With bounds: every day between
+    them, the lake's first and last dates standing in for a missing bound.
+    A date before the lake's first record would only lose rows: refused
+    unless `force`.
+    """
+    if not known:
+        raise ConfigError("the lake holds no records yet: nothing to backfill from")
+    first, last = min(known), max(known)
+    if since is None and until is None:
+        return sorted(known)
+    start = since or first
+    end = until or max(last, start)
+    if start > end:
+        raise ConfigError(f"--since {start} is after --until {end}")
+    if start < first and not force:
+        raise ConfigError(
+            f"the lake's first record is from {first}: backfilling from {start} would delete "
+            "rows the lake cannot restore (add --force to do it anyway)"
+        )
+    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+def _lake_batches(table: Table, dates: list[date]) -> Iterator[pa.RecordBatch]:
+    if table.current_snapshot() is None:
+        return iter(())
+    scan = table.scan(row_filter=on_days(dates), selected_fields=_USER_LOGINS)
+    return iter(scan.to_arrow_batch_reader())
+
+
+def _copy(cur: psycopg.Cursor[Any], batches: Iterator[pa.RecordBatch]) -> int:
+    """Binary COPY of Arrow batches into user_logins; returns rows written."""
+    written = 0
+    with cur.copy(query("backfill_copy")) as copy:
+        copy.set_types(_COPY_TYPES)
+        for batch in batches:
+            columns = [batch.column(name).to_pylist() for name in _USER_LOGINS]
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+            written += batch.num_rows
+    return written
+
+
+def backfill(
+    settings: Settings,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    force: bool = False,
+) -> BackfillResult:
+    """Replace the rows of the chosen create_dates with the lake's records."""
+    started = time.monotonic()
+    lake = Lake.from_settings(settings)
+    result = BackfillResult()
+    try:
+        with (
+            connect(settings.database_url) as lock,
+            connect(settings.database_url) as conn,
+            translated("backfill"),
+        ):
+            lock.autocommit = True
+            wait_for_lock(lock)  # no flush meanwhile: the lake and the outbox stand still
+            try:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                with conn.transaction(), conn.cursor() as cur:
+                    table = lake.table()
+                    mark = mark_of(table)
+                    pending = cur.execute(query("lake_outbox_dates"), mark.params()).fetchall()
+                    known = set(partitions(table)) | {r[0] for r in pending}
+                    result.dates = choose_dates(known, since, until, force=force)
+                    params = {"dates": result.dates}
+                    result.deleted = cur.execute(query("backfill_delete"), params).rowcount
+                    result.from_lake = _copy(cur, _lake_batches(table, result.dates))
+                    cur.execute(query("backfill_outbox"), {**params, **mark.params()})
+                    result.from_outbox = cur.rowcount
+            finally:
+                unlock(lock)
+    finally:
+        lake.close()
+    result.seconds = time.monotonic() - started
+    return result

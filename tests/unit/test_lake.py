@@ -1,0 +1,178 @@
+"""The lake stage's pure parts: extra fields, date choice, marks, URLs, settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+
+import pytest
+
+from login_etl.config import Settings
+from login_etl.errors import ConfigError
+from login_etl.lake.backfill import choose_dates
+from login_etl.lake.record import extra_fields
+from login_etl.lake.table import Mark, sqlalchemy_url
+from login_etl.masking import Masker
+from login_etl.transform import Message, Row, transform
+from tests.unit.helpers import KEY_A
+
+BASE = {
+    "user_id": "u1",
+    "app_version": "2.3.0",
+    "device_type": "android",
+    "ip": "199.172.111.135",
+    "locale": "RU",
+    "device_id": "593-47-5928",
+}
+
+
+def test_extra_fields_of_a_plain_event_are_empty() -> None:
+    assert extra_fields(json.dumps(BASE)) == "{}"
+
+
+def test_extra_fields_flatten_sort_and_drop_stored_and_address_like_names() -> None:
+    body = {
+        **BASE,
+        "zeta": 1,
+        "geo": {"city": "Riga", "client": {"ip": "10.0.0.1"}},
+        "old_device_id": "111-11-1111",
+        "alpha": [1, "two", None],
+    }
+    assert json.loads(extra_fields(json.dumps(body))) == {
+        "alpha": [1, "two", None],
+        "geo_city": "Riga",
+        "zeta": 1,
+    }
+    text = extra_fields(json.dumps(body))
+    assert list(json.loads(text)) == sorted(json.loads(text))
+    assert "10.0.0.1" not in text and "111-11-1111" not in text
+
+
+def test_extra_fields_nested_stored_names_and_sns_envelope() -> None:
+    inner = {**BASE, "device": {"model": "x1"}, "score": float("nan")}
+    del inner["device_id"]
+    inner["device"]["id"] = "593-47-5928"
+    envelope = {"Type": "Notification", "Message": json.dumps(inner), "MessageId": "n"}
+    assert json.loads(extra_fields(json.dumps(envelope))) == {
+        "device_model": "x1",
+        "score": None,
+    }
+
+
+def test_extra_fields_is_ascii_json_even_for_lone_surrogates() -> None:
+    text = extra_fields(json.dumps({**BASE, "note": "caf\u00e9 \ud800"}))
+    assert text.isascii()
+    assert json.loads(text) == {"note": "caf\u00e9 \ud800"}
+
+
+def test_transform_fills_lake_fields_only_when_asked() -> None:
+    body = json.dumps({**BASE, "campaign": "spring"})
+    message = Message("m1", "r", body, datetime(2026, 1, 2, tzinfo=UTC))
+    masker = Masker(KEY_A)
+    plain, lake = transform(message, masker), transform(message, masker, lake=True)
+    assert isinstance(plain, Row) and isinstance(lake, Row)
+    assert plain.app_version_raw == lake.app_version_raw == "2.3.0"
+    assert lake.extra == '{"campaign":"spring"}' and plain.extra == "{}"
+    assert plain.app_version == lake.app_version
+
+
+def test_transform_keeps_the_full_app_version() -> None:
+    body = json.dumps({**BASE, "app_version": "0.96.12"})
+    row = transform(Message("m1", "r", body, datetime(2026, 1, 2, tzinfo=UTC)), Masker(KEY_A))
+    assert isinstance(row, Row)
+    assert (row.app_version, row.app_version_raw) == (0, "0.96.12")
+
+
+D = date(2026, 3, 1)
+
+
+def day(n: int) -> date:
+    return date.fromordinal(D.toordinal() + n)
+
+
+def test_choose_dates_without_bounds_is_every_date_in_the_lake() -> None:
+    assert choose_dates({day(3), day(0), day(1)}, None, None, force=False) == [
+        day(0),
+        day(1),
+        day(3),
+    ]
+
+
+def test_choose_dates_with_bounds_is_every_day_between() -> None:
+    known = {day(0), day(5)}
+    assert choose_dates(known, day(1), day(3), force=False) == [day(1), day(2), day(3)]
+    assert choose_dates(known, None, day(1), force=False) == [day(0), day(1)]
+    assert choose_dates(known, day(4), None, force=False) == [day(4), day(5)]
+    assert choose_dates(known, day(7), None, force=False) == [day(7)]
+
+
+def test_choose_dates_refuses_dates_before_the_lake_unless_forced() -> None:
+    with pytest.raises(ConfigError, match=f"first record is from {day(0)}"):
+        choose_dates({day(0)}, day(-1), None, force=False)
+    assert choose_dates({day(0)}, day(-1), None, force=True) == [day(-1), day(0)]
+    with pytest.raises(ConfigError, match="after --until"):
+        choose_dates({day(0)}, day(2), day(1), force=False)
+    with pytest.raises(ConfigError, match="no records"):
+        choose_dates(set(), None, None, force=True)
+
+
+def test_marks_order_by_transaction_then_row_and_round_trip() -> None:
+    assert Mark(5, 100) < Mark(6, 1) < Mark(6, 2)
+    assert Mark.parse(str(Mark(12345678901, 42))) == Mark(12345678901, 42)
+    assert Mark() == Mark(0, 0)
+    assert Mark(7, 9).params() == {"xid": "7", "id": 9}
+
+
+@pytest.mark.parametrize(
+    ("libpq", "expected"),
+    [
+        ("", "postgresql+psycopg://"),
+        (
+            "postgresql://etl:s3cret@db:5433/logins",
+            "postgresql+psycopg://etl:s3cret@db:5433/logins",
+        ),
+        (
+            "host=/var/run/postgresql dbname=logins user=etl",
+            "postgresql+psycopg://etl@/logins?host=%2Fvar%2Frun%2Fpostgresql",
+        ),
+        (
+            "postgresql://etl@db/logins?sslmode=require",
+            "postgresql+psycopg://etl@db/logins?sslmode=require",
+        ),
+    ],
+)
+def test_sqlalchemy_url_from_libpq(libpq: str, expected: str) -> None:
+    assert sqlalchemy_url(libpq) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("file:///var/lake/", "file:///var/lake"),
+        ("s3://bucket/prefix", "s3://bucket/prefix"),
+        ("s3://bucket", "s3://bucket"),
+        ("/var/lake", None),
+        ("file://relative", None),
+        ("s3://", None),
+        ("gs://bucket", None),
+    ],
+)
+def test_warehouse_setting(value: str, ok: str | None) -> None:
+    env = {"LOGIN_ETL_LAKE_WAREHOUSE": value}
+    if ok is None:
+        with pytest.raises(ConfigError, match="LOGIN_ETL_LAKE_WAREHOUSE"):
+            Settings.load(env=env)
+    else:
+        assert Settings.load(env=env).lake_warehouse == ok
+
+
+def test_the_plain_worker_imports_no_lake_library() -> None:
+    code = (
+        "import sys, login_etl.cli, login_etl.service, login_etl.pipeline, login_etl.postgres;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pyiceberg', 'pyarrow', 'sqlalchemy', 'duckdb')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
