@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from login_etl import audit, health, ledger, rejects
 from login_etl.audit import Access
 from login_etl.config import Settings
-from login_etl.errors import ConfigError, MaskingError
+from login_etl.errors import ConfigError, MaskingError, RetryableError
 from login_etl.grants import grant
 from login_etl.masking import Masker
 from login_etl.metrics import Metrics, Stats
@@ -28,7 +28,7 @@ from login_etl.pipeline import Options, Pipeline
 from login_etl.postgres import PostgresSink, connect, init_schema, session
 from login_etl.rekey import RekeyResult, check_keys, rekey
 from login_etl.retry import Retrier
-from login_etl.sink import Sink
+from login_etl.sink import Batch, Sink, WriteResult
 from login_etl.source import QueueInfo, Source
 from login_etl.sqlfiles import query
 from login_etl.sqs import SqsSource
@@ -144,21 +144,24 @@ def run(
         log.warning(note)
     stats = stats or Stats(metrics=Metrics() if settings.metrics_port else None)
     retrier = Retrier(settings.max_retry_time, on_retry=stats.retried)
-    masker = retrier.call("KMS", settings.masker)
+    masker = retrier.call("kms", settings.masker)
     source, info = source_for(settings, max_retry_time=settings.max_retry_time)
     if settings.init_db:
         retrier.call("init-db", lambda: init_db(settings))
-    retrier.call("key check", lambda: check_stored_keys(settings, masker))
+    key_check = KeyCheck(settings, masker)
+    key_check.now_if_possible()
     threading.Thread(
         target=ledger.prune_periodically,
         args=(lambda: session(settings.database_url), info.retention_seconds, retrier),
         name="ledger-prune",
         daemon=True,
     ).start()
-    sink = PostgresSink(
-        settings.database_url,
-        lake=bool(settings.lake_warehouse),
-        write_timeout=float(settings.max_retry_time),
+    sink = key_check.before_first_write(
+        PostgresSink(
+            settings.database_url,
+            lake=bool(settings.lake_warehouse),
+            write_timeout=float(settings.max_retry_time),
+        )
     )
     lake = lake_writer(settings, stats)
     if settings.metrics_port:
@@ -257,10 +260,53 @@ def seed(settings: Settings, bodies: Sequence[str]) -> int:
     return SqsSource(settings.require_queue()).send_bodies(bodies)
 
 
-def check_stored_keys(settings: Settings, masker: Masker) -> None:
-    """Refuse (ConfigError) keys that made none of the masks `user_logins` holds."""
-    with session(settings.database_url) as conn:
-        check_keys(conn, masker)
+class KeyCheck:
+    """`rekey.check_keys` for a worker: refuse keys that made none of the stored masks.
+
+    It runs at start when PostgreSQL answers; a replica started while the
+    database is down (no init-db) starts receiving anyway, and the check runs
+    before its first write instead, under the write's retry policy. Either
+    way nothing is loaded under a key the table does not know.
+    """
+
+    def __init__(self, settings: Settings, masker: Masker) -> None:
+        self._url = settings.database_url
+        self._masker = masker
+        self._done = False
+
+    def check(self) -> None:
+        """Run the check (once it has passed, never again)."""
+        if not self._done:
+            with session(self._url) as conn:
+                check_keys(conn, self._masker)
+            self._done = True
+
+    def now_if_possible(self) -> None:
+        """Check now; if PostgreSQL does not answer, leave it to the first write."""
+        try:
+            self.check()
+        except RetryableError as exc:
+            log.warning("key check deferred to the first batch: %s", exc)
+
+    def before_first_write(self, sink: Sink) -> Sink:
+        """`sink`, checking the keys before its first write if that is still to do."""
+        return sink if self._done else _CheckedSink(sink, self.check)
+
+
+class _CheckedSink:
+    """A sink that runs `check` before every write until one succeeds."""
+
+    def __init__(self, sink: Sink, check: Callable[[], None]) -> None:
+        self._sink, self._check = sink, check
+
+    def write(self, batch: Batch) -> WriteResult:
+        """Check, then write `batch`; a failed check writes nothing."""
+        self._check()
+        return self._sink.write(batch)
+
+    def close(self) -> None:
+        """Close the wrapped sink."""
+        self._sink.close()
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,36 @@ def test_rotation_in_the_middle_of_a_load_ends_with_every_row_under_the_new_key(
         retired, "rejects", "list", "--json", "--show-bodies", "--reveal-pii", "--purpose", "x"
     )
     assert sorted(r["body"] for r in json.loads(listed.stdout)["recent"]) == sorted(bad)
+
+
+def test_a_wrong_key_started_while_postgres_is_down_loads_nothing(own_pg, own_pg_env, sqs_client):
+    """A replica (no init-db) starts receiving while the database is down; the
+    key check then runs before its first write, and refuses."""
+    env, url = own_pg_env, own_pg_env.database_url
+    send(sqs_client, env.queue_url, [event(1)])
+    assert cli(env.vars(), "run", "--drain").returncode == 0
+    own_pg.stop("fast")
+    send(sqs_client, env.queue_url, [event(2), event(3)])
+    fresh = generate_key()
+    replica = subprocess.Popen(
+        [sys.executable, "-m", "login_etl", "run", "--drain"],
+        env=env.vars(
+            LOGIN_ETL_MASKING_KEY=fresh, LOGIN_ETL_INIT_DB="false", LOGIN_ETL_MAX_RETRY_TIME="60"
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+        assert replica.poll() is None  # started, and waiting for the database
+        own_pg.start()
+        _, stderr = replica.communicate(timeout=90)
+    finally:
+        if replica.poll() is None:
+            replica.kill()
+            replica.communicate()
+    assert replica.returncode == 2, stderr
+    assert "key check deferred to the first batch" in stderr
+    assert key_id(decode_key(fresh)) in stderr.strip().splitlines()[-1]
+    assert query(url, "SELECT user_id FROM user_logins") == [("user-1",)]
