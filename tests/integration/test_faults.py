@@ -27,6 +27,7 @@ from .helpers import (
     cli,
     done_count,
     drain,
+    drain_until_empty,
     error_lines,
     make_messages,
     queue_depth,
@@ -78,10 +79,9 @@ def test_kill_9_cycles_lose_and_duplicate_nothing(etl_env, sqs_client, workers) 
     # Messages the killed workers held come back once their visibility lapses.
     wait_for(lambda: queue_depth(sqs_client, etl_env.queue_url)[1] == 0, 30, "in-flight messages")
     loaded_by_killed = done_count(etl_env.database_url)
-    log = drain(env, "--batch-size", "50")
+    stats = drain_until_empty(sqs_client, etl_env.queue_url, env, "--batch-size", "50")
     assert_exactly_once(etl_env, batch)
     assert_queue_empties(sqs_client, etl_env.queue_url, env)
-    stats = stats_line(log)
     assert stats["loaded"] + stats["rejected"] == len(batch.bodies) - loaded_by_killed
     print(
         f"kill -9: {cycles} cycles, {mid_batch_kills} after a commit, "
@@ -112,7 +112,7 @@ def test_postgres_restart_mid_run_loses_nothing(own_pg, own_pg_env, sqs_client, 
     assert worker.wait(40) == 0, worker.log[-3000:]
     assert "write failed, retrying" in worker.log
     assert "Traceback" not in worker.log
-    drain(env.vars())  # nothing is left for a second worker
+    drain_until_empty(sqs_client, env.queue_url, env.vars())
     assert_exactly_once(env, before + during)
     assert_queue_empties(sqs_client, env.queue_url, env.vars())
 
@@ -147,7 +147,7 @@ def test_outage_longer_than_max_retry_time_exits_with_one_line(
     assert left >= total - committed, log[-3000:]
     # ... and visible again once the failed batch's visibility lapses.
     wait_for(lambda: queue_depth(sqs_client, env.queue_url) == (left, 0), 20, "visibility")
-    drain(env.vars())
+    drain_until_empty(sqs_client, env.queue_url, env.vars())
     assert_exactly_once(env, before + during)
     assert_queue_empties(sqs_client, env.queue_url, env.vars())
 
@@ -209,7 +209,7 @@ def test_sqs_outage_mid_run_loads_everything_once(own_sqs, own_sqs_env, workers)
     # Deletes lost in the outage come back after the visibility timeout; the
     # ledger turns them into skips.
     wait_for(lambda: queue_depth(client, env.queue_url)[1] == 0, 30, "in-flight messages")
-    drain(env.vars())
+    drain_until_empty(client, env.queue_url, env.vars())
     assert_exactly_once(env, batch)
     assert_queue_empties(client, env.queue_url, env.vars())
 
@@ -246,7 +246,7 @@ def test_signal_hands_back_held_messages(etl_env, sqs_client, workers, signum) -
     assert visible > 0
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TRIGGER slow_insert ON user_logins")
-    rest = stats_line(drain(etl_env.vars()))
+    rest = drain_until_empty(sqs_client, etl_env.queue_url, etl_env.vars())
     assert rest["loaded"] + rest["rejected"] == visible
     assert_exactly_once(etl_env, batch)
     assert_queue_empties(sqs_client, etl_env.queue_url, etl_env.vars())
