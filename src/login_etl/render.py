@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from login_etl.recovery import UserLogin
 from login_etl.rejects import Rejected
 from login_etl.reveal import escape
-from login_etl.service import UserLogin
 
 
 def _utc(moment: datetime) -> str:
