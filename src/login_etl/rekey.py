@@ -38,29 +38,44 @@ class RekeyResult:
     unreadable: int = 0
 
 
-def _remask(masker: Masker, field: str, mask: str | None) -> str | None:
+def remask(masker: Masker, field: str, mask: str | None) -> str | None:
+    """`mask` under the primary key (unchanged when already, or NULL)."""
     if mask is None or masker.is_current(mask):
         return mask
     return masker.mask(field, masker.unmask(field, mask))
 
 
+def remask_pages(
+    conn: psycopg.Connection[Any], masker: Masker, table: str, *, after: str, page: int = 1000
+) -> tuple[int, int]:
+    """Rewrite the stale masks of ``sql/<table>_select.sql``'s rows; (rewritten, unreadable).
+
+    The select yields (key, masked_ip, masked_device_id) pages, each locked in
+    its own transaction; ``sql/<table>_update.sql`` takes ``key`` and both masks.
+    """
+    rewritten = unreadable = 0
+    params = {"prefix": f"{masker.key_id}.%"}
+    for rows in locked_pages(conn, f"{table}_select", params, after=after, page=page):
+        for key, masked_ip, masked_device_id in rows:
+            try:
+                update = {
+                    "key": key,
+                    "masked_ip": remask(masker, "ip", masked_ip),
+                    "masked_device_id": remask(masker, "device_id", masked_device_id),
+                }
+            except MaskingError:
+                unreadable += 1
+                continue
+            conn.execute(query(f"{table}_update"), update)
+            rewritten += 1
+    return rewritten, unreadable
+
+
 def rekey(conn: psycopg.Connection[Any], masker: Masker, *, page: int = 1000) -> RekeyResult:
     """Rewrite every mask and sealed body not made by the primary key."""
     result = RekeyResult()
+    result.rows, result.unreadable = remask_pages(conn, masker, "rekey", after="(0,0)", page=page)
     params = {"prefix": f"{masker.key_id}.%"}
-    for rows in locked_pages(conn, "rekey_select", params, after="(0,0)", page=page):
-        for ctid, masked_ip, masked_device_id in rows:
-            try:
-                update = {
-                    "ctid": ctid,
-                    "masked_ip": _remask(masker, "ip", masked_ip),
-                    "masked_device_id": _remask(masker, "device_id", masked_device_id),
-                }
-            except MaskingError:
-                result.unreadable += 1
-                continue
-            conn.execute(query("rekey_update"), update)
-            result.rows += 1
     for bodies in locked_pages(conn, "rekey_bodies_select", params, after="", page=page):
         for message_id, sealed in bodies:
             try:

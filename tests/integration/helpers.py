@@ -404,3 +404,15 @@ class Workers:
             if w.proc.poll() is None:
                 w.proc.kill()
             w.proc.wait()
+
+
+# A database rule that refuses some rows: a trigger raises for users named poison*.
+REFUSE_POISON = """
+CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused'; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_poison BEFORE INSERT ON user_logins
+    FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+"""

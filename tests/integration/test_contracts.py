@@ -24,21 +24,12 @@ from login_etl.source import MemorySource, Source
 from login_etl.sqs import SqsSource
 from login_etl.transform import Message, Rejection, Row, open_body, reject, transform
 
-from .helpers import USER_LOGINS_DDL, event, query
+from .helpers import REFUSE_POISON, USER_LOGINS_DDL, event, query
 
 SENT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 REFUSED = "db_error:P0001"  # what PostgreSQL's own refusal of a row is called
 # A database rule that refuses some rows: PostgreSQL raises from a trigger,
 # MemorySink is told the same rule.
-REFUSE_POISON = """
-CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused'; END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER refuse_poison BEFORE INSERT ON user_logins
-    FOR EACH ROW EXECUTE FUNCTION refuse_poison();
-"""
 
 
 # -- sinks -----------------------------------------------------------------------

@@ -11,18 +11,10 @@ from login_etl.masking import Masker, decode_key
 from login_etl.postgres import session
 from login_etl.rejects import ReplayResult, replay
 
+from .helpers import REFUSE_POISON, cli, event, query, scalar, send
 from .helpers import USER_LOGINS_DDL as DDL
-from .helpers import cli, event, query, scalar, send
 
-TRIGGER = """
-CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused'; END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER refuse_poison BEFORE INSERT ON user_logins
-    FOR EACH ROW EXECUTE FUNCTION refuse_poison();
-"""
+TRIGGER = REFUSE_POISON
 
 # Holds an insert into user_logins until another login-etl session is inside a
 # transaction too, then counts the overlap in a sequence (sequences ignore

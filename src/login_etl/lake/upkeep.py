@@ -38,8 +38,8 @@ from login_etl.lake.table import (
 )
 from login_etl.lake.writer import unlock, wait_for_lock
 from login_etl.masking import Masker
-from login_etl.postgres import connect, locked_pages
-from login_etl.sqlfiles import query
+from login_etl.postgres import connect
+from login_etl.rekey import remask, remask_pages
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -86,25 +86,10 @@ def _read_day(table: Table, day: date) -> pa.Table:
 # -- rekey ------------------------------------------------------------------------
 
 
-def _remask(masker: Masker, field: str, mask: str) -> str:
-    return mask if masker.is_current(mask) else masker.mask(field, masker.unmask(field, mask))
-
-
 def _rekey_outbox(conn: psycopg.Connection[Any], masker: Masker, result: LakeRekeyResult) -> None:
-    params = {"prefix": f"{masker.key_id}.%"}
-    for rows in locked_pages(conn, "lake_rekey_select", params, after="0", page=1000):
-        for row_id, masked_ip, masked_device_id in rows:
-            try:
-                update = {
-                    "id": row_id,
-                    "masked_ip": _remask(masker, "ip", masked_ip),
-                    "masked_device_id": _remask(masker, "device_id", masked_device_id),
-                }
-            except MaskingError:
-                result.unreadable += 1
-                continue
-            conn.execute(query("lake_rekey_update"), update)
-            result.outbox += 1
+    rewritten, unreadable = remask_pages(conn, masker, "lake_rekey", after="0")
+    result.outbox += rewritten
+    result.unreadable += unreadable
 
 
 def _stale_days(table: Table, masker: Masker) -> list[date]:
@@ -127,7 +112,7 @@ def _rekey_columns(data: pa.Table, masker: Masker, result: LakeRekeyResult) -> t
         out = []
         for n, mask in enumerate(data.column(name).to_pylist()):
             try:
-                new = _remask(masker, field, mask)
+                new = remask(masker, field, mask) or mask
             except MaskingError:
                 result.unreadable += 1
                 new = mask  # made by no known key: left as is, and counted
