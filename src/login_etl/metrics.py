@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # End-to-end lag reaches days when a backlog drains: buckets up to 4 days.
 LAG_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400, 4 * 86400)
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LOOP_STAGES = frozenset({"receive", "write", "delete", "extend", "prune", "lake"})
 # Plain counters that map one-to-one onto a Prometheus counter.
 _COUNTERS = {
     "received": "Messages received from SQS (redeliveries included)",
@@ -169,7 +170,9 @@ class Stats:
             self.retries_by_stage[stage] = self.retries_by_stage.get(stage, 0) + 1
             self.last_activity_at = time.monotonic()  # retrying an outage is not being stuck
         if self.metrics is not None:
-            self.metrics.retries.labels(stage).inc()
+            # A closed label set: the loop's stages, and "startup" for what runs once
+            # before it (queue settings, the KMS key, init-db).
+            self.metrics.retries.labels(stage if stage in LOOP_STAGES else "startup").inc()
 
     def committed(
         self, result: WriteResult, *, seconds: float = 0.0, sent_at: Sequence[datetime] = ()

@@ -21,7 +21,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "lake.md"
 def test_duckdb_examples_in_the_docs(lake_env, monkeypatch) -> None:
     events = []
     for n in range(3):  # three days; devices repeat across them
-        day = [event(i) for i in range(n * 40, n * 40 + 40)]
+        # 25 devices: each logs in on more than one day.
+        day = [event(i, device_id=f"{100 + i % 25}-00-0000") for i in range(n * 40, n * 40 + 40)]
         load_directly(lake_env, [json.dumps(e) for e in day], DAY + timedelta(days=n), n * 40)
         events += [(e, (DAY + timedelta(days=n)).date()) for e in day]
     flush(lake_env)
@@ -47,6 +48,7 @@ def test_duckdb_examples_in_the_docs(lake_env, monkeypatch) -> None:
         days.setdefault(e["device_id"], set()).add(d)
         logins[e["device_id"]] += 1
     found = namespace["devices"]
+    assert len(found) == 25  # the example finds the repeated devices, not an empty list
     assert sorted((n, c) for _, n, c in found) == sorted(
         (len(days[dev]), logins[dev]) for dev in days if len(days[dev]) > 1
     )

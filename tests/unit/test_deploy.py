@@ -32,7 +32,7 @@ METRICS: dict[str, tuple[str, dict[str, frozenset[str] | None]]] = {
     "login_etl_rejections_total": ("counter", {"reason": None}),
     "login_etl_retries_total": (
         "counter",
-        {"stage": frozenset({"receive", "write", "delete", "extend", "prune", "lake"})},
+        {"stage": frozenset({"receive", "write", "delete", "extend", "prune", "lake", "startup"})},
     ),
     "login_etl_received_total": ("counter", {}),
     "login_etl_redeliveries_total": ("counter", {}),
@@ -545,3 +545,24 @@ def test_the_crd_check_finds_a_planted_mistake(kind: str, mutate: Any, error: st
     mutate(doc)
     problems = keda_problems(doc)
     assert any(error in p for p in problems), problems
+
+
+def test_the_contract_is_what_the_worker_registers() -> None:
+    """METRICS above is exactly the families `metrics.Metrics` registers, types included."""
+    from login_etl.metrics import LOOP_STAGES, Metrics
+
+    registered = {}
+    for family in Metrics().registry.collect():
+        if family.name.startswith("login_etl_"):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            labels = {k for s in family.samples for k in s.labels if k != "le"}
+            registered[name] = (family.type, labels)
+    contract = {name: (kind, set(labels)) for name, (kind, labels) in METRICS.items()}
+    # Families without a sample yet (labelled ones before first use) show no labels.
+    for name, (kind, labels) in registered.items():
+        assert name in contract, name
+        assert kind == contract[name][0], name
+        assert labels <= contract[name][1], name
+    assert set(registered) == set(contract)
+    stages = METRICS["login_etl_retries_total"][1]["stage"]
+    assert stages == LOOP_STAGES | {"startup"}

@@ -52,10 +52,14 @@ def test_dropped_messages_are_never_due_nor_extended() -> None:
 
 
 @pytest.mark.parametrize("timeout", [3, 30, 43_200])
-def test_a_message_is_extended_well_before_it_expires(timeout: int) -> None:
-    """Worst case: due just after a tick, so extended one period later, inside the timeout."""
+@pytest.mark.parametrize("received_at", [0.0, 0.01, 0.5])
+def test_a_message_is_extended_well_before_it_expires(timeout: int, received_at: float) -> None:
+    """Ticks every `period` from 0: the first tick that finds the message due comes at
+    most half a timeout after it was received, long before it expires."""
     leases = Leases(timeout)
-    leases.add([msg(1)], now=0.0)
-    first_due = timeout / 3
-    worst_extension = first_due + leases.period
-    assert worst_extension <= timeout / 2 + 0.2
+    leases.add([msg(1)], now=received_at * leases.period)
+    tick = 0.0
+    while not leases.due(tick):
+        tick += leases.period
+        assert tick < timeout, "never due before it expired"
+    assert tick - received_at * leases.period <= timeout / 2 + 0.2

@@ -111,6 +111,26 @@ def test_retrier_gives_up_after_max_time_measured_from_the_first_failure() -> No
     assert calls[0] >= 4
 
 
+def test_a_call_that_hangs_counts_its_own_time_toward_the_budget() -> None:
+    """A hung call fails only at its timeout: the outage began when it started."""
+    clock = Clock()
+    clock.now = 1000.0
+    stop = TickingStop(clock)
+    retrier = Retrier(7, stop=stop, clock=clock)
+    calls = [0]
+
+    def hangs_then_fails() -> str:
+        calls[0] += 1
+        clock.now += 4  # each attempt hangs 4 s before its timeout fires
+        raise SinkUnavailable("read timeout")
+
+    with pytest.raises(RetryTimeExceeded, match="gave up after 7s"):
+        retrier.call("write", hangs_then_fails)
+    # From 1000: fails at 1004, waits ~0.5, fails again at ~1008.5 (past 1007): gives up.
+    assert calls[0] == 2
+    assert clock.now == pytest.approx(1008.5, abs=0.06)
+
+
 def test_retrier_passes_other_errors_through_at_once() -> None:
     clock = Clock()
     stop = TickingStop(clock)
