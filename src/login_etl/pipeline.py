@@ -82,7 +82,9 @@ class Pipeline:
         self.masker = masker
         self.options = options or Options()
         self.stats = stats or Stats()
-        self._buffer: queue.Queue[Message] = queue.Queue()
+        # Each receive's messages travel as one list: one queue operation per receive.
+        self._buffer: queue.Queue[list[Message]] = queue.Queue()
+        self._carry: list[Message] = []  # the writer's: what did not fit in the last batch
         self._capacity = Capacity(self.options.max_in_flight)
         self._stopping = threading.Event()
         self._source_done = threading.Event()
@@ -157,7 +159,7 @@ class Pipeline:
                 batch = self._collect()
                 if batch:
                     self._process(batch, deleter)
-                elif self._receivers_idle() and self._buffer.empty():
+                elif self._receivers_idle() and self._buffer.empty() and not self._carry:
                     break
         except BaseException as exc:
             self._fail(exc)
@@ -176,10 +178,10 @@ class Pipeline:
         deadline = time.monotonic() + self.options.shutdown_timeout
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
-        leftover: list[Message] = []
+        leftover, self._carry = self._carry, []
         while True:
             try:
-                leftover.append(self._buffer.get_nowait())
+                leftover.extend(self._buffer.get_nowait())
             except queue.Empty:
                 break
         if leftover:
@@ -251,34 +253,35 @@ class Pipeline:
 
     def _take(self, messages: list[Message]) -> None:
         self._leases.add(messages, time.monotonic())
-        self.stats.add(received=len(messages), in_hand=len(messages))
-        self.stats.add(redeliveries=sum(1 for m in messages if m.receive_count > 1))
+        redelivered = sum(1 for m in messages if m.receive_count > 1)
+        self.stats.add(received=len(messages), in_hand=len(messages), redeliveries=redelivered)
         if self._stopping.is_set():
             self._release(messages)
             return
-        for m in messages:
-            self._buffer.put(m)
+        self._buffer.put(messages)
 
     # -- writer ----------------------------------------------------------
 
     def _collect(self) -> list[Message]:
         """Up to batch_size messages, waiting at most batch_wait after the first."""
         opts = self.options
-        try:
-            first = self._buffer.get(timeout=0.1)
-        except queue.Empty:
-            return []
-        batch = [first]
+        batch, self._carry = self._carry, []
+        if not batch:
+            try:
+                batch = list(self._buffer.get(timeout=0.1))
+            except queue.Empty:
+                return []
         deadline = time.monotonic() + opts.batch_wait
         while len(batch) < opts.batch_size and not self._stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             try:
-                batch.append(self._buffer.get(timeout=min(left, 0.1)))
+                batch += self._buffer.get(timeout=min(left, 0.1))
             except queue.Empty:
                 if self._receivers_idle():
                     break
+        batch, self._carry = batch[: opts.batch_size], batch[opts.batch_size :]
         return batch
 
     def _receivers_idle(self) -> bool:

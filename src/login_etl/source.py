@@ -119,10 +119,10 @@ class MemorySource:
             self.receives += 1
             self._expire()
             out: list[Message] = []
+            deadline = self._clock() + self.visibility_timeout
             while self._visible and len(out) < max_messages:
                 mid, body, sent, count = self._visible.popleft()
                 receipt = f"r-{next(self._ids)}"
-                deadline = self._clock() + self.visibility_timeout
                 self._lease(receipt, (mid, body, sent, count + 1, deadline))
                 out.append(Message(mid, receipt, body, sent, count + 1))
             return out
