@@ -208,3 +208,23 @@ def exact_fields(body: str, *, fast_inner: bool, unwrap: bool = True) -> Values 
     if problem is not None:
         return problem
     return tuple(map(found.get, STORED))  # type: ignore[return-value]
+
+
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_IP_WORDS = frozenset({"ip", "ips", "ipv4", "ipv6", "ipaddr", "ipaddress"})
+
+
+def address_field(name: str) -> str | None:
+    """``"ip"`` or ``"device_id"`` when a field name may hold one, else None.
+
+    The name is split into lower-case words (``ipAddress``, ``client_ip``,
+    ``Device-ID``, a flattened ``device_id``): a word like ``ip`` makes it an
+    address, ``device`` with ``id`` (or ``deviceid``) a device id. The lake's
+    `extra` leaves such fields out and `rejects list --show-bodies` masks them.
+    """
+    found = frozenset(w.lower() for w in _WORDS.findall(name))
+    if found & _IP_WORDS:
+        return "ip"
+    if {"device", "id"} <= found or "deviceid" in found:
+        return "device_id"
+    return None

@@ -16,15 +16,12 @@ searched for those fields, so it is hidden whole.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from login_etl.events import canonical_ip
+from login_etl.fields import address_field
 from login_etl.masking import Masker
 
-# A name that is, or ends in, ip or device_id once flattened (`device.id`,
-# `client_ip`): the rule the lake uses to keep such fields out of its records.
-_PII_NAME = re.compile(r"(?:^|_)(ip|device_id)$")
 _HIDDEN = "***"
 
 
@@ -82,9 +79,8 @@ def masked_body(body: str, masker: Masker) -> str:
 
 
 def _pii_field(name: str) -> str | None:
-    """`ip` or `device_id` when a (flattened) name is one, or ends in one (`client_ip`)."""
-    match = _PII_NAME.search(name.lower())
-    return match.group(1) if match else None
+    """`ip` or `device_id` when a (flattened) name may hold one: the lake's rule."""
+    return address_field(name)
 
 
 def _walk(value: Any, prefix: str, masker: Masker) -> Any:
@@ -100,12 +96,15 @@ def _walk(value: Any, prefix: str, masker: Masker) -> Any:
         return out
     if isinstance(value, list):
         return [_walk(item, "", masker) for item in value]
-    if type(value) is str and value.lstrip()[:1] in ("{", "["):
-        try:  # an envelope's message: JSON inside a string
-            inner = _DECODER.decode(value)
-        except ValueError:
-            return value
+    if type(value) is str and value.strip("\ufeff \t\n\r")[:1] in ("{", "["):
+        try:  # an envelope's message: JSON inside a string (a BOM before it too)
+            inner = _DECODER.decode(value.strip("\ufeff \t\n\r"))
+        except (ValueError, RecursionError):
+            # Cannot be searched for PII fields, like a body that is not JSON: hidden.
+            return f"[{len(value)} characters, not JSON: hidden; --reveal-pii shows them]"
         return _encode(_walk(inner, "", masker))
+    if type(value) is str and canonical_ip(value.strip()) is not None:
+        return _mask("ip", value, masker)  # an address under an innocent name
     return value
 
 

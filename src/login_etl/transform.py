@@ -112,5 +112,7 @@ def transform(message: Message, masker: Masker, *, lake: bool = False) -> Row | 
         create_date=event.create_date,
         sent_at=message.sent_at,
         app_version_raw=event.app_version_raw,
-        extra=extra_fields(message.body) if lake else "{}",
+        extra=(
+            extra_fields(message.body, ip=event.ip, device_id=event.device_id) if lake else "{}"
+        ),
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 
 import pytest
 from hypothesis import given
@@ -152,8 +154,20 @@ def test_generated_bodies_mask_every_ip_and_device_id(doc: object) -> None:
     masker = Masker(KEY_A)
     shown = json.loads(masked_body(json.dumps(doc), masker))
 
-    def is_pii(name: str) -> bool:  # flattened name is, or ends in, a PII field
-        return name in ("ip", "device_id") or name.endswith(("_ip", "_device_id"))
+    def is_pii(name: str) -> bool:  # a word of the flattened name says ip, or device and id
+        spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+        spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced)
+        found = set(re.split(r"[^a-z0-9]+", spaced.lower()))
+        return bool(found & {"ip", "ips", "ipv4", "ipv6", "ipaddr", "ipaddress"}) or (
+            {"device", "id"} <= found or "deviceid" in found
+        )
+
+    def is_address(text: str) -> bool:
+        try:
+            ipaddress.ip_address(text.strip())
+        except ValueError:
+            return False
+        return "%" not in text
 
     def check(original: object, masked: object, prefix: str = "") -> None:
         if isinstance(original, dict):
@@ -169,7 +183,29 @@ def test_generated_bodies_mask_every_ip_and_device_id(doc: object) -> None:
             assert isinstance(masked, list) and len(masked) == len(original)
             for a, b in zip(original, masked, strict=True):
                 check(a, b)
-        elif not (isinstance(original, str) and original.lstrip()[:1] in ("{", "[")):
+        elif isinstance(original, str) and is_address(original):
+            assert isinstance(masked, str) and masked.startswith(masker.key_id + ".")
+        elif not (isinstance(original, str) and original.strip("\ufeff \t\n\r")[:1] in ("{", "[")):
             assert masked == original
 
     check(doc, shown)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # An envelope whose message is not JSON: it cannot be searched, so it is hidden.
+        '{"Type":"Notification","Message":"{\\"user_id\\":\\"u1\\",\\"ip\\":\\"10.20.30.40\\",'
+        '\\"device_id\\":\\"SECRETDEV1\\""}',
+        '{"Type":"Notification","Message":"\\ufeff{\\"ip\\":\\"10.20.30.40\\",'
+        '\\"device_id\\":\\"SECRETDEV1\\"}"}',
+        '{"note": "10.20.30.40", "other": "SECRETDEV1" , "deviceId": "SECRETDEV1"}',
+        '{"ipAddress": "10.20.30.40", "Device-ID": "SECRETDEV1"}',
+        '{"sessions": [{"IP": "10.20.30.40", "device": {"ID": "SECRETDEV1"}}]}',
+    ],
+)
+def test_hostile_shapes_reveal_nothing(masker: Masker, body: str) -> None:
+    shown = masked_body(body, masker)
+    assert "10.20.30.40" not in shown
+    if "deviceId" in body or "Device-ID" in body or '"ID"' in body or "Message" in body:
+        assert shown.count("SECRETDEV1") <= body.count('"other": "SECRETDEV1"')
