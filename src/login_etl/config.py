@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import click
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from login_etl import kms, redact
 from login_etl.errors import ConfigError
@@ -210,7 +212,7 @@ class Settings:
             values[spec.name] = spec.convert(raw, where)
         settings = cls(**values, notes=tuple(notes))
         # Before anything can fail on them: error and log lines must never show these.
-        redact.register(settings.database_url, settings.masking_key)
+        redact.register(settings.database_url, settings.masking_key, _password(settings))
         redact.register(*settings.masking_old_keys.split(","))
         settings.validate()
         return settings
@@ -289,8 +291,23 @@ _PASSWORD_IN_URL = re.compile(r"://[^/@\s]*:[^/@\s]*@|(^|[\s?&])password\s*=", r
 
 
 def has_password(url: str) -> bool:
-    """True when a libpq URI or keyword string carries a password."""
-    return bool(_PASSWORD_IN_URL.search(url))
+    """True when a libpq URI or keyword string carries a password.
+
+    libpq's own parser decides (it percent-decodes ``?%70assword=``); a string
+    it cannot parse is judged by its shape.
+    """
+    try:
+        return bool(conninfo_to_dict(url).get("password"))
+    except psycopg.Error:
+        return bool(_PASSWORD_IN_URL.search(url))
+
+
+def _password(settings: Settings) -> str | None:
+    """The database URL's password as libpq reads it (percent-decoded), to scrub."""
+    try:
+        return str(conninfo_to_dict(settings.database_url).get("password") or "") or None
+    except psycopg.Error:
+        return None
 
 
 def _refuse_secret_flag(spec: Spec, value: str) -> None:

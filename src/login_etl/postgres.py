@@ -49,11 +49,14 @@ _STAGING_TYPES_LAKE = [*_STAGING_TYPES, "text", "text"]
 # look transient: retried until --max-retry-time, then reported.
 _REFUSED_LOGIN_TEXT = re.compile(
     r"FATAL:\s+(password authentication failed"
-    r"|(role|database) \"[^\"]*\" does not exist"
+    r"|(role|database) \".*\" does not exist"
+    r"|unrecognized configuration parameter|invalid value for parameter"
     r"|role \"[^\"]*\" is not permitted to log in"
     r"|no pg_hba\.conf entry|pg_hba\.conf rejects connection"
     r"|permission denied for database)"
     r"|fe_sendauth: no password supplied"
+    # libpq's own refusals of a connection option, before any server is asked
+    r"|invalid \w+ value:|invalid integer value"
 )
 # SQLSTATE classes that mean "this row can never be stored": data exceptions,
 # integrity violations, and errors raised by triggers (PL/pgSQL RAISE).
@@ -115,6 +118,21 @@ def config_problem(exc: psycopg.Error) -> str | None:
     return None
 
 
+# libpq options with a closed set of values: a typo there is configuration, not an outage.
+_ENUMERATED = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+}
+
+
 def check_url(url: str) -> None:
     """Raise ConfigError (never quoting the URL) unless libpq can parse `url`."""
     try:
@@ -127,6 +145,10 @@ def check_url(url: str) -> None:
     for port in str(params.get("port") or "5432").split(","):
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError("the database URL has an invalid port number")
+    for name, allowed in _ENUMERATED.items():
+        value = params.get(name)
+        if value is not None and str(value) not in allowed:
+            raise ConfigError(f"the database URL's {name} must be one of {', '.join(allowed)}")
 
 
 def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:

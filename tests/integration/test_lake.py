@@ -308,6 +308,31 @@ def test_truncate_then_backfill_gives_identical_rows(lake_env) -> None:
 
 
 @pytest.mark.parametrize("warehouse", ["file"], indirect=True)
+def test_backfill_refuses_to_lose_rows_the_lake_never_saw(lake_env) -> None:
+    load_directly(lake_env, [json.dumps(event(i)) for i in range(10)], DAY, 0)
+    flush(lake_env)
+    # A worker without the lake setting loads two more rows on the same day.
+    masker = Masker(decode_key(lake_env.key))
+    messages = [Message(f"x-{i}", "r", json.dumps(event(100 + i)), DAY) for i in range(2)]
+    rows = [transform(m, masker) for m in messages]
+    sink = PostgresSink(lake_env.database_url)  # lake off: no outbox record
+    try:
+        sink.write(Batch(rows, [], lambda mid, why: pytest.fail("no refusal expected")))
+    finally:
+        sink.close()
+    before = query(lake_env.database_url, ALL_ROWS)
+    assert len(before) == 12
+    env = lake_env.vars(LOGIN_ETL_LAKE_WAREHOUSE=lake_env.warehouse)
+    refused = cli(env, "backfill")
+    assert refused.returncode == 2, refused.stderr
+    assert "the lake holds 2 fewer rows than user_logins" in refused.stderr
+    assert query(lake_env.database_url, ALL_ROWS) == before  # nothing changed
+    forced = cli(env, "backfill", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert len(query(lake_env.database_url, ALL_ROWS)) == 10
+
+
+@pytest.mark.parametrize("warehouse", ["file"], indirect=True)
 def test_rekey_rewrites_lake_masks_and_backfill_restores_them(lake_env, monkeypatch) -> None:
     bodies = [json.dumps(event(i)) for i in range(20)]
     load_directly(lake_env, bodies[:15])

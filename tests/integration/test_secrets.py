@@ -57,6 +57,13 @@ def urls(pg: LocalPostgres) -> dict[str, tuple[str, int]]:
         "wrong-password": (good.replace(PASSWORD, PASSWORD[::-1]), 2),
         "password-keyword-typo": (f"host=127.0.0.1 port={pg.port} pasword={PASSWORD}", 2),
         "unreachable": (good.replace("127.0.0.1", "127.0.0.2").replace(f":{pg.port}", ":1"), 1),
+        "sslmode-typo": (good + "?sslmode=bogus", 2),
+        "server-option-typo": (good + "?options=-c%20no_such_setting%3Don", 2),
+        "trailing-quote": (good + '"', 2),
+        "percent-encoded-password": (
+            f"postgresql://postgres@127.0.0.1:{pg.port}/postgres?%70assword={PASSWORD[::-1]}",
+            2,
+        ),
     }
 
 

@@ -327,3 +327,9 @@ def test_unexpected_error_is_one_line_without_its_message(monkeypatch) -> None:
     assert result.exit_code == 1
     assert result.output.strip() == "login-etl: error: unexpected RuntimeError"
     assert "203.0.113.7" not in result.output
+
+
+def test_a_key_pasted_as_an_argument_is_not_echoed() -> None:
+    result = invoke(["run", KEY_A_TEXT], env={"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT})
+    line = assert_one_line_error(result, 2, "unexpected extra argument")
+    assert KEY_A_TEXT not in result.output and KEY_A_TEXT[:20] not in line

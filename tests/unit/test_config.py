@@ -226,6 +226,8 @@ def test_secret_file_errors(tmp_path) -> None:
         f"host=db user=etl password={PASSWORD}",
         f"postgresql://etl@db/logins?password={PASSWORD}",
         f"postgresql://etl@db/logins?sslmode=require&password={PASSWORD}",
+        f"postgresql://etl@db/logins?%70assword={PASSWORD}",  # libpq percent-decodes names
+        f"postgresql://etl@db/logins?pass%77ord={PASSWORD}",
     ],
 )
 def test_a_database_url_flag_with_a_password_is_refused(url: str) -> None:

@@ -91,6 +91,9 @@ def test_settings_register_the_database_url_and_refuse_malformed_ones(index: int
         ("postgresql//u:{pw}@h/db", "malformed"),
         ("postgresql://u:{pw}@h:99999/db", "invalid port"),
         ("postgresql://u:{pw}@h:abc/db", "invalid port"),
+        ("postgresql://u:{pw}@h/db?sslmode=bogus", "sslmode must be one of"),
+        ("postgresql://u:{pw}@h/db?gssencmode=maybe", "gssencmode must be one of"),
+        ("postgresql://u:{pw}@h/db?target_session_attrs=any-old", "target_session_attrs"),
     ],
 )
 def test_malformed_urls_are_configuration_errors(url: str, fragment: str) -> None:

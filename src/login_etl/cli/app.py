@@ -169,3 +169,6 @@ def cli() -> None:
         env["log_level"] if env["log_level"] in ("debug", "info", "warning", "error") else "info"
     )
     logs.configure(fmt, level)
+    # Before any argument is parsed: a key pasted as an argument by mistake is
+    # quoted back by click's own error, which `Failure.show` scrubs.
+    redact.register(*(os.environ.get(SPECS[n].env) for n in SPECS if SPECS[n].secret))

@@ -90,6 +90,22 @@ def choose_dates(
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
 
+def _refuse_losses(before: dict[date, int], after: dict[date, int], *, force: bool) -> None:
+    """Refuse a backfill that leaves a date with fewer rows than it had (pure).
+
+    Such rows were loaded without reaching the lake (a worker without the lake
+    setting, a replay without it): replacing the date would lose them for good.
+    """
+    short = sorted(d for d, n in before.items() if after.get(d, 0) < n)
+    if short and not force:
+        lost = sum(before[d] - after.get(d, 0) for d in short)
+        days = ", ".join(str(d) for d in short[:5]) + (" …" if len(short) > 5 else "")
+        raise ConfigError(
+            f"the lake holds {lost} fewer rows than user_logins on {days} (rows loaded "
+            "without the lake on?): nothing was changed; add --force to replace them anyway"
+        )
+
+
 def _lake_batches(table: Table, dates: list[date]) -> Iterator[pa.RecordBatch]:
     if table.current_snapshot() is None:
         return iter(())
@@ -138,10 +154,13 @@ def backfill(
                     known = set(partitions(table)) | {r[0] for r in pending}
                     result.dates = choose_dates(known, since, until, force=force)
                     params = {"dates": result.dates}
+                    before = dict(cur.execute(query("backfill_counts"), params).fetchall())
                     result.deleted = cur.execute(query("backfill_delete"), params).rowcount
                     result.from_lake = _copy(cur, _lake_batches(table, result.dates))
                     cur.execute(query("backfill_outbox"), {**params, **mark.params()})
                     result.from_outbox = cur.rowcount
+                    after = dict(cur.execute(query("backfill_counts"), params).fetchall())
+                    _refuse_losses(before, after, force=force)  # raising rolls it all back
             finally:
                 unlock(lock)
     finally:

@@ -158,6 +158,10 @@ def sqlalchemy_url(libpq_url: str) -> str:
     from psycopg.conninfo import conninfo_to_dict
     from sqlalchemy.engine import URL
 
+    from login_etl.postgres import check_url
+
+    check_url(libpq_url)  # a malformed URL is configuration: one line, exit 2
+
     params = {k: str(v) for k, v in conninfo_to_dict(libpq_url).items()} if libpq_url else {}
     host, port = params.pop("host", None), params.pop("port", None)
     if host and ("/" in host or "," in host):  # a socket directory or several hosts
