@@ -27,6 +27,24 @@ def ledgered(url: str) -> int:
     return int(scalar(url, "SELECT count(*) FROM login_etl_ledger"))
 
 
+def worker_after(env: dict[str, str], url: str, loaded: int) -> subprocess.Popen[str]:
+    """A running worker (budget BUDGET) once it has ledgered `loaded` messages."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "login_etl", "run", "--max-retry-time", str(BUDGET)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while ledgered(url) < loaded:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            _, stderr = proc.communicate()
+            pytest.fail(f"the worker did not load {loaded} messages: {stderr[-2000:]}")
+        time.sleep(0.2)
+    return proc
+
+
 def endpoint_port(env: dict[str, str]) -> int:
     return int(re.search(r":(\d+)$", env["AWS_ENDPOINT_URL"]).group(1))
 
@@ -59,17 +77,8 @@ def test_hung_sqs_mid_run(etl_env, sqs_client) -> None:
     relay = Relay(endpoint_port(etl_env.aws))
     env = etl_env.vars(AWS_ENDPOINT_URL=f"http://127.0.0.1:{relay.port}")
     send(sqs_client, etl_env.queue_url, [event(i) for i in range(30)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "login_etl", "run", "--max-retry-time", str(BUDGET)],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = worker_after(env, etl_env.database_url, 30)
     try:
-        deadline = time.monotonic() + 60
-        while ledgered(etl_env.database_url) < 30:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
         relay.freeze()
         started = time.monotonic()
         _, stderr = proc.communicate(timeout=90)
@@ -107,17 +116,8 @@ def test_hung_postgres_mid_run(etl_env, sqs_client, pg_server) -> None:
     url = f"postgresql://postgres@127.0.0.1:{relay.port}/{dbname}"
     env = etl_env.vars(LOGIN_ETL_DATABASE_URL=url)
     send(sqs_client, etl_env.queue_url, [event(i) for i in range(20)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "login_etl", "run", "--max-retry-time", str(BUDGET)],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = worker_after(env, etl_env.database_url, 20)
     try:
-        deadline = time.monotonic() + 60
-        while ledgered(etl_env.database_url) < 20:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
         relay.freeze()
         send(sqs_client, etl_env.queue_url, [event(100 + i) for i in range(5)])
         started = time.monotonic()
