@@ -1,49 +1,29 @@
-"""PostgreSQL: schema setup and the real sink (binary COPY → staging → insert).
+"""PostgreSQL: connecting, the schema, and what its errors mean.
 
-psycopg errors are translated here and nowhere else: connection-level
-failures become `SinkUnavailable` (retryable); what only the operator can fix
-(a refused login, a missing database, table or privilege) becomes
-`ConfigError`; data errors raised for one row are isolated by bisecting the
-batch inside savepoints, so one bad row is rejected and the rest still loads
-in the same transaction; anything else is a `DatabaseError`.
+psycopg errors are translated here and nowhere else (`translate`, `session`):
+connection-level failures become `SinkUnavailable` (retryable); what only the
+operator can fix (a malformed URL, a refused login, a missing database,
+table or privilege) becomes `ConfigError`; anything else is a
+`DatabaseError`. The sink that loads batches is `pgsink.PostgresSink`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from login_etl import redact
 from login_etl.errors import ConfigError, DatabaseError, LoginEtlError, SinkUnavailable
-from login_etl.sink import Batch, WriteResult, count_reasons
 from login_etl.sqlfiles import query
-from login_etl.transform import Rejection, Row
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T", Row, Rejection)
 
-_STAGING_TYPES = [
-    "text",
-    "varchar",
-    "varchar",
-    "varchar",
-    "varchar",
-    "varchar",
-    "int4",
-    "date",
-    "timestamptz",
-]
-# With the lake on, staging also takes the lake record's two extra columns.
-_STAGING_TYPES_LAKE = [*_STAGING_TYPES, "text", "text"]
 # libpq reports a refused login without its SQLSTATE, so these are known by
 # the server's message. A server answering in another language makes them
 # look transient: retried until --max-retry-time, then reported.
@@ -77,10 +57,6 @@ _CONFIG_STATES = {
     "28P01": "password authentication failed",
     "28000": "the server refused this role or host (pg_hba.conf)",
 }
-
-
-class _RowError(Exception):
-    """PostgreSQL refused at least one row of a statement."""
 
 
 def is_row_error(exc: psycopg.Error) -> bool:
@@ -217,215 +193,3 @@ def init_schema(conn: psycopg.Connection[Any]) -> None:
         cur.execute(query("schema_lock"))
         cur.execute(query("schema"))
         cur.execute(query("lake_schema"))  # the lake's outbox and catalog (login_etl.lake)
-
-
-def staging_tuple(r: Row) -> tuple[Any, ...]:
-    """A row as the staging table's columns: message_id, the 7 user_logins columns, sent_at."""
-    return (
-        r.message_id,
-        r.user_id,
-        r.device_type,
-        r.masked_ip,
-        r.masked_device_id,
-        r.locale,
-        r.app_version,
-        r.create_date,
-        r.sent_at,
-    )
-
-
-def lake_staging_tuple(r: Row) -> tuple[Any, ...]:
-    """`staging_tuple` plus the lake record's columns: app_version_raw, extra."""
-    return (*staging_tuple(r), r.app_version_raw, r.extra)
-
-
-class PostgresSink:
-    """Writes batches to PostgreSQL, one transaction each, reconnecting as needed.
-
-    With `lake`, each loaded row's lake record goes into the lake outbox in
-    the same transaction (see `login_etl.lake`).
-    """
-
-    def __init__(self, url: str, *, lake: bool = False, write_timeout: float = 300.0) -> None:
-        self._url = url
-        self._conn: psycopg.Connection[Any] | None = None
-        self._copy, self._types, self._tuple, self._load_rows = (
-            ("copy_staging_lake", _STAGING_TYPES_LAKE, lake_staging_tuple, "load_rows_lake")
-            if lake
-            else ("copy_staging", _STAGING_TYPES, staging_tuple, "load_rows")
-        )
-        # A write still running after this long means a hung server: its connection is
-        # cut, the write fails as retryable, and the retry policy takes over.
-        self._write_timeout = write_timeout
-
-    def __repr__(self) -> str:
-        return "PostgresSink()"  # the URL may carry a password
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self._url)
-        return self._conn
-
-    def close(self) -> None:
-        """Close the connection, if open."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    @contextmanager
-    def _guard(self) -> Iterator[psycopg.Connection[Any]]:
-        """Every psycopg error leaves as a login-etl error; a transient one also
-        drops the connection."""
-        try:
-            yield self._connection()
-        except psycopg.Error as exc:
-            if is_transient(exc):
-                self.close()
-            raise translate(exc) from exc
-
-    def write(self, batch: Batch) -> WriteResult:
-        """Commit the batch; isolate rows PostgreSQL refuses into rejections."""
-        rows = _dedupe(batch.rows)
-        with self._guard() as conn, _deadline(conn, self._write_timeout):
-            try:
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(query("durable_commit"))
-                    cur.execute(query("staging"))
-                    loaded = self._load(cur, rows, isolate=False)
-                    return self._finish(cur, rows, loaded, [], batch)
-            except _RowError:
-                log.warning("a batch hit a row-level database error; isolating the bad rows")
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(query("durable_commit"))
-                cur.execute(query("staging"))
-                refused: list[tuple[Row, str]] = []
-                loaded = self._bisect(conn, cur, rows, refused)
-                return self._finish(cur, rows, loaded, refused, batch)
-
-    def _finish(
-        self,
-        cur: psycopg.Cursor[Any],
-        rows: list[Row],
-        loaded: int,
-        refused: list[tuple[Row, str]],
-        batch: Batch,
-    ) -> WriteResult:
-        rejections = list(batch.rejections)
-        rejections += [batch.reject(row.message_id, reason) for row, reason in refused]
-        rejections = _dedupe(rejections)
-        fresh = self._record_rejections(cur, rejections)
-        return WriteResult(
-            loaded=loaded,
-            rejected=len(fresh),
-            # Everything handed in that neither loaded nor was newly rejected was
-            # already ledgered, or a second copy of a message within this batch.
-            duplicates=len(batch.rows) + len(batch.rejections) - loaded - len(fresh),
-            reasons=count_reasons(fresh),
-        )
-
-    def _load(self, cur: psycopg.Cursor[Any], rows: Sequence[Row], *, isolate: bool) -> int:
-        if not rows:
-            return 0
-        try:
-            with cur.copy(query(self._copy)) as copy:
-                copy.set_types(self._types)
-                for row in rows:
-                    copy.write_row(self._tuple(row))
-            cur.execute(query(self._load_rows))
-            loaded = cur.rowcount
-            if isolate:
-                cur.execute(query("clear_staging"))
-            return loaded
-        except psycopg.Error as exc:
-            if is_row_error(exc):
-                raise _RowError(exc.sqlstate or "") from exc
-            raise
-
-    def _bisect(
-        self,
-        conn: psycopg.Connection[Any],
-        cur: psycopg.Cursor[Any],
-        rows: Sequence[Row],
-        refused: list[tuple[Row, str]],
-    ) -> int:
-        """Load `rows` in savepoints, halving on error until single bad rows remain."""
-        if not rows:
-            return 0
-        try:
-            with conn.transaction():  # a savepoint
-                return self._load(cur, rows, isolate=True)
-        except _RowError as exc:
-            if len(rows) == 1:
-                refused.append((rows[0], f"db_error:{exc}"))
-                return 0
-        mid = len(rows) // 2
-        return self._bisect(conn, cur, rows[:mid], refused) + self._bisect(
-            conn, cur, rows[mid:], refused
-        )
-
-    def _record_rejections(
-        self, cur: psycopg.Cursor[Any], rejections: list[Rejection]
-    ) -> list[Rejection]:
-        """Insert rejections not already ledgered; return those inserted.
-
-        One pipelined round trip for the lot, whatever their number.
-        """
-        if not rejections:
-            return []
-        params = [
-            {
-                "message_id": rej.message_id,
-                "reason": rej.reason,
-                "sent_at": rej.sent_at,
-                "receive_count": rej.receive_count,
-                "sealed_body": rej.sealed_body,
-            }
-            for rej in rejections
-        ]
-        cur.executemany(query("load_rejection"), params, returning=True)
-        inserted = set()
-        while True:
-            row = cur.fetchone()
-            if row is not None:
-                inserted.add(row[0])
-            if not cur.nextset():
-                break
-        return [rej for rej in rejections if rej.message_id in inserted]
-
-
-@contextmanager
-def _deadline(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
-    """Cut `conn`'s socket if the block is still running after `seconds`.
-
-    A server that accepts and never answers (stopped, partitioned) would
-    block a query forever: libpq has no client-side timeout, and a cancel
-    request would hang the same way. Shutting the socket down wakes the
-    blocked call with an error the caller treats as a lost connection.
-    """
-
-    def sever() -> None:
-        log.warning("a PostgreSQL call hung for %gs; dropping its connection", seconds)
-        try:
-            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, psycopg.Error):
-            pass  # already closed
-
-    timer = threading.Timer(seconds, sever)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
-def _dedupe(items: list[_T]) -> list[_T]:
-    """Keep the first item per message id (one message received twice in a batch)."""
-    seen: set[str] = set()
-    out = []
-    for item in items:
-        if item.message_id not in seen:
-            seen.add(item.message_id)
-            out.append(item)
-    return out

@@ -20,8 +20,9 @@ from login_etl.config import Settings
 from login_etl.errors import ConfigError, RetryableError
 from login_etl.masking import Masker
 from login_etl.metrics import Metrics, Stats
+from login_etl.pgsink import PostgresSink
 from login_etl.pipeline import Options, Pipeline
-from login_etl.postgres import PostgresSink, connect, init_schema, session
+from login_etl.postgres import connect, init_schema, session
 from login_etl.rekey import RekeyResult, check_keys, rekey
 from login_etl.retry import Retrier
 from login_etl.sink import Batch, Sink, WriteResult

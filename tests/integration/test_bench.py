@@ -17,7 +17,7 @@ import pytest
 
 from login_etl.dev import bench
 from login_etl.dev.local import local_aws_env
-from login_etl.postgres import PostgresSink
+from login_etl.pgsink import PostgresSink
 from login_etl.sink import MemorySink, WriteResult
 from login_etl.sqs import SqsSource
 from tests.oracle import outcome

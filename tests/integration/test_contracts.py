@@ -18,7 +18,8 @@ import psycopg
 import pytest
 
 from login_etl.masking import Masker, decode_key, generate_key
-from login_etl.postgres import PostgresSink, init_schema
+from login_etl.pgsink import PostgresSink
+from login_etl.postgres import init_schema
 from login_etl.sink import Batch, MemorySink, Sink
 from login_etl.source import MemorySource, Source
 from login_etl.sqs import SqsSource

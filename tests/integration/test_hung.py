@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -43,6 +44,24 @@ def worker_after(env: dict[str, str], url: str, loaded: int) -> subprocess.Popen
             pytest.fail(f"the worker did not load {loaded} messages: {stderr[-2000:]}")
         time.sleep(0.2)
     return proc
+
+
+def freeze_and_wait(
+    proc: subprocess.Popen[str], relay: Relay, then: Callable[[], object] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Freeze `relay` (then run `then`), wait for the worker to end; (its result, start)."""
+    try:
+        relay.freeze()
+        if then is not None:
+            then()
+        started = time.monotonic()
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        relay.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr), started
 
 
 def endpoint_port(env: dict[str, str]) -> int:
@@ -78,17 +97,10 @@ def test_hung_sqs_mid_run(etl_env, sqs_client) -> None:
     env = etl_env.vars(AWS_ENDPOINT_URL=f"http://127.0.0.1:{relay.port}")
     send(sqs_client, etl_env.queue_url, [event(i) for i in range(30)])
     proc = worker_after(env, etl_env.database_url, 30)
-    try:
-        relay.freeze()
-        started = time.monotonic()
-        _, stderr = proc.communicate(timeout=90)
-    finally:
-        relay.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
-    elapsed = assert_gave_up(done, started, "receive")
+    # Whichever SQS call hangs first gives up first: a poll, or the last batch's deletes.
+    done, started = freeze_and_wait(proc, relay)
+    elapsed = assert_gave_up(done, started, "SQS")
+    assert re.search(r"error: (receive|delete|extend): gave up", done.stderr), done.stderr
     # A long poll (1 s here) plus its slack may be in flight when the outage begins.
     assert BUDGET - 1 <= elapsed < BUDGET + 25, elapsed
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 30
@@ -117,18 +129,11 @@ def test_hung_postgres_mid_run(etl_env, sqs_client, pg_server) -> None:
     env = etl_env.vars(LOGIN_ETL_DATABASE_URL=url)
     send(sqs_client, etl_env.queue_url, [event(i) for i in range(20)])
     proc = worker_after(env, etl_env.database_url, 20)
-    try:
-        relay.freeze()
+
+    def more_work() -> None:  # five messages that need a write through the frozen relay
         send(sqs_client, etl_env.queue_url, [event(100 + i) for i in range(5)])
-        started = time.monotonic()
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        relay.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
-    elapsed = assert_gave_up(done, started, "write")
+
+    elapsed = assert_gave_up(*freeze_and_wait(proc, relay, more_work), "write")
     assert elapsed < BUDGET + 25, elapsed
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 20
     # The 5 that never committed are still in the queue, not lost.

@@ -27,7 +27,7 @@ import pytest
 from login_etl.config import Settings
 from login_etl.lake.table import Lake, mark_of
 from login_etl.masking import Masker, decode_key, generate_key
-from login_etl.postgres import PostgresSink
+from login_etl.pgsink import PostgresSink
 from login_etl.service import build_pipeline, lake_writer
 from login_etl.sink import Batch
 from login_etl.sqs import SqsSource

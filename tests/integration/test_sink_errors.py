@@ -16,11 +16,12 @@ from psycopg import sql
 from login_etl.dev.local import LocalPostgres
 from login_etl.errors import ConfigError, DatabaseError, RetryableError, SinkUnavailable
 from login_etl.masking import Masker, decode_key, generate_key
-from login_etl.postgres import PostgresSink, connect, init_schema, session
+from login_etl.pgsink import PostgresSink
+from login_etl.postgres import connect, init_schema, session
 from login_etl.sink import Batch
 from login_etl.transform import Message, Rejection, Row, reject, transform
 
-from .helpers import USER_LOGINS_DDL, cli, event, query, scalar
+from .helpers import REFUSE_POISON, USER_LOGINS_DDL, cli, event, query, scalar
 
 MASKER = Masker(decode_key(generate_key()))
 
@@ -65,15 +66,9 @@ def test_every_batch_commits_with_synchronous_commit_on(database_url: str) -> No
             END $$;
             CREATE TRIGGER record_setting AFTER INSERT ON login_etl_ledger
                 FOR EACH STATEMENT EXECUTE FUNCTION record_setting();
-            CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.user_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused'; END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER refuse_poison BEFORE INSERT ON user_logins
-                FOR EACH ROW EXECUTE FUNCTION refuse_poison();
             """
         )
+        conn.execute(REFUSE_POISON)
     sink = PostgresSink(database_url)
     try:
         plain = sink.write(batch_of([event(i) for i in range(5)], "plain"))

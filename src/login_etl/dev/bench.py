@@ -90,7 +90,7 @@ def bench_postgres(
     """(ours, limit) in rows per second against a throwaway local server."""
     import psycopg
 
-    from login_etl.postgres import PostgresSink, staging_tuple
+    from login_etl.pgsink import PostgresSink, staging_tuple
 
     # Fresh SQS-shaped ids on every call, so a second run loads rather than skips.
     messages = [Message(str(uuid.uuid4()), "r", b, SENT) for b in bodies]
@@ -138,7 +138,7 @@ def bench_sqs(
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from login_etl.postgres import PostgresSink
+    from login_etl.pgsink import PostgresSink
     from login_etl.sqs import SqsSource
 
     client = services.sqs_client(pool_size=concurrency * 2 + 4)
@@ -197,7 +197,7 @@ def bench_lake(
     import psycopg
 
     from login_etl.lake.backfill import backfill
-    from login_etl.postgres import PostgresSink
+    from login_etl.pgsink import PostgresSink
     from login_etl.service import init_db, lake_writer
 
     run_id = f"{os.getpid()}_{int(time.time())}"

@@ -48,7 +48,8 @@ from login_etl.dev.seed import read_records, synthetic
 from login_etl.errors import ConfigError, LoginEtlError
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.metrics import Stats
-from login_etl.postgres import PostgresSink, connect
+from login_etl.pgsink import PostgresSink
+from login_etl.postgres import connect
 from login_etl.service import build_pipeline
 from login_etl.source import SQS_BATCH_MAX
 from login_etl.sqs import SqsSource
