@@ -42,7 +42,9 @@ def test_workers_killed_frozen_and_cut_off_still_load_each_message_once(
     try:
         a = workers.start(env.vars(), *args)
         b = workers.start(env.vars(), *args)
+        # Both must be past start-up: A has to hold messages when PostgreSQL goes.
         wait_for(lambda: "batch committed" in b.log, 60, "worker B's first commit")
+        wait_for(lambda: "batch committed" in a.log, 60, "worker A's first commit")
 
         # 1. kill -9 one worker in the middle of its work.
         b.proc.kill()

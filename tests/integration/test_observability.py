@@ -71,10 +71,12 @@ def test_metrics_endpoint_and_json_logs(etl_env, sqs_client) -> None:
                 metrics = scrape(port)
             except OSError:
                 metrics = {}
+            # Deletes follow the commit: wait for them too, not just the outcomes.
             if (
                 metrics.get('login_etl_messages_total{outcome="loaded"}', 0)
                 + metrics.get('login_etl_messages_total{outcome="rejected"}', 0)
                 >= 22
+                and metrics.get("login_etl_deleted_total", 0) >= 22
             ):
                 break
             time.sleep(0.3)
