@@ -19,6 +19,18 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return dict(fields) if isinstance(fields, dict) else {}
 
 
+def _text_value(value: object) -> str:
+    """A field's value for a text line: bare when it is one plain word, else JSON-quoted.
+
+    Quoting keeps free text (an ``--actor`` or ``--purpose``, a reason) from
+    passing itself off as more ``key=value`` fields or another line.
+    """
+    text = str(value)
+    if text and text.isprintable() and not any(c in text for c in ' ="\\'):
+        return text
+    return json.dumps(text)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line."""
 
@@ -42,7 +54,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Render `record` as one text line."""
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
-        extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        extra = " ".join(f"{k}={_text_value(v)}" for k, v in _fields(record).items())
         # One event, one line: a multi-line message (a Python warning) is escaped.
         message = record.getMessage().rstrip().replace("\n", "\\n")
         line = f"{ts} {record.levelname:<7} {record.name}: {message}"

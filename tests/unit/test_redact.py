@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import secrets
+import shlex
 import warnings
 
 import pytest
@@ -138,3 +139,17 @@ def test_every_logger_follows_the_format_and_is_scrubbed(fmt: str) -> None:
         assert docs[2]["n"] == 1
     else:
         assert all(" WARNING " in lines[i] or " INFO " in lines[i] for i in range(4))
+
+
+def test_free_text_fields_cannot_pose_as_other_fields_in_text_logs() -> None:
+    stream = capture("text")
+    spoof = 'alice db_role=postgres values=0\n12:00:00 INFO  forged: "line"'
+    fields = {"actor": spoof, "values": 3, "command": "unmask", "empty": ""}
+    logging.getLogger("login_etl.audit").info("PII access recorded", extra={"fields": fields})
+    (line,) = stream.getvalue().splitlines()
+    tail = line.split("PII access recorded ", 1)[1]
+    assert tail == f'actor={json.dumps(spoof)} values=3 command=unmask empty=""'
+    # A logfmt reader sees four fields, and the actor's text in one piece.
+    parsed = dict(token.split("=", 1) for token in shlex.split(tail))
+    assert list(parsed) == ["actor", "values", "command", "empty"]
+    assert parsed["actor"] == spoof.replace("\n", "\\n")  # the newline stays escaped
