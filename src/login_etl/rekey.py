@@ -91,10 +91,13 @@ def rekey(conn: psycopg.Connection[Any], masker: Masker, *, page: int = 1000) ->
 
 
 def check_keys(conn: psycopg.Connection[Any], masker: Masker) -> None:
-    """Raise ConfigError when `user_logins` holds masks and no configured key made any.
+    """Raise ConfigError when something is stored under a key and no configured key made any.
 
-    Cheap when the keys are right: the scan stops at the first mask one of
-    them made. The error names the key ids found and the ones configured.
+    What is stored under a key: `user_logins` masks, sealed rejected bodies
+    and the lake outbox's masks, so a fresh key is refused even before the
+    first row loads. Cheap when the keys are right: the scan stops at the
+    first item one of them made. The error names the key ids found and the
+    ones configured.
     """
     found = conn.execute(query("key_check"), {"ids": masker.key_ids}).fetchone()
     if found is None or not found[0] or found[1]:
@@ -108,7 +111,8 @@ def check_keys(conn: psycopg.Connection[Any], masker: Masker) -> None:
     )
     configured = ", ".join(masker.key_ids)
     raise ConfigError(
-        f"user_logins holds masks made by key id(s) {', '.join(seen)}, and none by the "
+        f"the database holds masks or sealed bodies made by key id(s) {', '.join(seen)}, "
+        "and none by the "
         f"configured key(s) {configured}: a new or mistyped LOGIN_ETL_MASKING_KEY would split "
         "every duplicate. Set the key that made them (or list it in "
         "LOGIN_ETL_MASKING_OLD_KEYS and run `login-etl rekey`)"

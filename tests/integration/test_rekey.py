@@ -81,7 +81,9 @@ def test_run_refuses_a_key_that_made_none_of_the_stored_masks(etl_env, sqs_clien
     done = cli(etl_env.vars(LOGIN_ETL_MASKING_KEY=fresh), "run", "--drain")
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("login-etl: error: user_logins holds masks made by key id(s)")
+    assert line.startswith(
+        "login-etl: error: the database holds masks or sealed bodies made by key id(s)"
+    )
     assert stored_id in line and fresh_id in line
     assert etl_env.key not in done.stderr and fresh not in done.stderr
     # Nothing was loaded under the wrong key; the message waits in the queue.
@@ -90,6 +92,42 @@ def test_run_refuses_a_key_that_made_none_of_the_stored_masks(etl_env, sqs_clien
     rotated = etl_env.vars(LOGIN_ETL_MASKING_KEY=fresh, LOGIN_ETL_MASKING_OLD_KEYS=etl_env.key)
     assert cli(rotated, "run", "--drain").returncode == 0
     assert query(etl_env.database_url, "SELECT count(*) FROM user_logins") == [(2,)]
+
+
+def test_run_refuses_a_fresh_key_when_only_sealed_rejections_are_stored(
+    etl_env, sqs_client
+) -> None:
+    # No row has loaded yet, but a rejected body is sealed under the key: a
+    # fresh key would leave it unreadable, so it is refused as for masks.
+    send(sqs_client, etl_env.queue_url, ["not json"])
+    assert cli(etl_env.vars(), "run", "--drain").returncode == 0
+    assert query(etl_env.database_url, "SELECT count(*) FROM user_logins") == [(0,)]
+    stored_id = key_id(decode_key(etl_env.key))
+    send(sqs_client, etl_env.queue_url, [event(1)])
+    done = cli(etl_env.vars(LOGIN_ETL_MASKING_KEY=generate_key()), "run", "--drain")
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "sealed bodies made by key id(s) " + stored_id in line
+    assert query(etl_env.database_url, "SELECT count(*) FROM user_logins") == [(0,)]
+    # The key that sealed it still runs.
+    assert cli(etl_env.vars(), "run", "--drain").returncode == 0
+    assert query(etl_env.database_url, "SELECT count(*) FROM user_logins") == [(1,)]
+
+
+def test_run_refuses_a_fresh_key_when_only_the_lake_outbox_holds_masks(etl_env) -> None:
+    assert cli(etl_env.vars(), "init-db").returncode == 0
+    masker = Masker(decode_key(etl_env.key))
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO login_etl_lake_outbox (message_id, sent_at, create_date, user_id,"
+            " device_type, masked_ip, masked_device_id, app_version, app_version_raw, extra)"
+            " VALUES ('m-1', now(), current_date, 'u-1', 'ios', %s, %s, 1, '1.0.0', '{}')",
+            (masker.mask("ip", "192.0.2.1"), masker.mask("device_id", "d-1")),
+        )
+    done = cli(etl_env.vars(LOGIN_ETL_MASKING_KEY=generate_key()), "run", "--drain")
+    assert done.returncode == 2, done.stderr
+    assert key_id(decode_key(etl_env.key)) in done.stderr
+    assert cli(etl_env.vars(), "run", "--drain").returncode == 0
 
 
 def test_any_key_may_start_on_an_empty_table(etl_env, sqs_client) -> None:
