@@ -6,12 +6,14 @@ the heartbeat extends the lease of every message held longer than a third of
 the timeout, back to a full timeout from now. A tick every sixth of the
 timeout means a message is extended at most half a timeout after its last
 extension; the other half is slack for a slow round of SQS calls.
-`Capacity` bounds how many messages a worker holds at once (--max-in-flight).
+`Capacity` bounds how many messages a worker holds at once (--max-in-flight),
+and `Buffer` carries received messages from the receivers to the writer.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 from login_etl.transform import Message
@@ -92,3 +94,42 @@ class Capacity:
             with self._cond:
                 self._free += n
                 self._cond.notify_all()
+
+
+class Buffer:
+    """Received messages on their way to the writer.
+
+    Receivers put one list per receive; the writer takes everything buffered
+    in one step, so collecting a batch costs one lock round, not one per
+    receive (each contended round is a thread switch for the writer).
+    """
+
+    def __init__(self) -> None:
+        self._lists: deque[list[Message]] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+
+    def put(self, messages: list[Message]) -> None:
+        """Add one receive's messages."""
+        with self._cond:
+            self._lists.append(messages)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """No more puts are coming: a waiting take returns at once, and later ones never wait."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def take(self, timeout: float) -> list[Message]:
+        """Everything buffered, in order, waiting up to `timeout` for something (unless closed)."""
+        with self._cond:
+            if not self._lists and not self._closed:
+                self._cond.wait(timeout)
+            taken = [m for messages in self._lists for m in messages]
+            self._lists.clear()
+            return taken
+
+    def empty(self) -> bool:
+        with self._cond:
+            return not self._lists

@@ -18,7 +18,6 @@ the same for receive, write, delete and extend.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from login_etl.errors import LoginEtlError, RetryableError, RetryTimeExceeded
-from login_etl.leases import Capacity, Leases
+from login_etl.leases import Buffer, Capacity, Leases
 from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.retry import Backoff, Retrier
@@ -82,8 +81,7 @@ class Pipeline:
         self.masker = masker
         self.options = options or Options()
         self.stats = stats or Stats()
-        # Each receive's messages travel as one list: one queue operation per receive.
-        self._buffer: queue.Queue[list[Message]] = queue.Queue()
+        self._buffer = Buffer()
         self._carry: list[Message] = []  # the writer's: what did not fit in the last batch
         self._capacity = Capacity(self.options.max_in_flight)
         self._stopping = threading.Event()
@@ -179,11 +177,7 @@ class Pipeline:
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         leftover, self._carry = self._carry, []
-        while True:
-            try:
-                leftover.extend(self._buffer.get_nowait())
-            except queue.Empty:
-                break
+        leftover += self._buffer.take(timeout=0)
         if leftover:
             self._release(leftover)
 
@@ -209,6 +203,9 @@ class Pipeline:
         finally:
             with self._lock:
                 self._receivers_alive -= 1
+                last = self._receivers_alive == 0
+            if last:
+                self._buffer.close()  # the writer need not wait for more
 
     def _receive_until_done(self) -> None:
         opts = self.options
@@ -267,20 +264,19 @@ class Pipeline:
         opts = self.options
         batch, self._carry = self._carry, []
         if not batch:
-            try:
-                batch = list(self._buffer.get(timeout=0.1))
-            except queue.Empty:
+            batch = self._buffer.take(timeout=0.1)
+            if not batch:
                 return []
         deadline = time.monotonic() + opts.batch_wait
         while len(batch) < opts.batch_size and not self._stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            try:
-                batch += self._buffer.get(timeout=min(left, 0.1))
-            except queue.Empty:
-                if self._receivers_idle():
-                    break
+            more = self._buffer.take(timeout=min(left, 0.1))
+            if more:
+                batch += more
+            elif self._receivers_idle():
+                break
         batch, self._carry = batch[: opts.batch_size], batch[opts.batch_size :]
         return batch
 
@@ -289,18 +285,21 @@ class Pipeline:
             return self._receivers_alive == 0
 
     def _split(self, messages: list[Message]) -> Batch:
-        by_id = {m.message_id: m for m in messages}
         rows: list[Row] = []
         rejections: list[Rejection] = []
+        masker, lake = self.masker, self.options.lake
         for m in messages:
-            out = transform(m, self.masker, lake=self.options.lake)
+            out = transform(m, masker, lake=lake)
             if isinstance(out, Row):
                 rows.append(out)
             else:
                 rejections.append(out)
+        by_id: dict[str, Message] = {}  # built only if the sink refuses a row
 
         def reject_row(message_id: str, reason: str) -> Rejection:
-            return reject(by_id[message_id], reason, self.masker)
+            if not by_id:
+                by_id.update((m.message_id, m) for m in messages)
+            return reject(by_id[message_id], reason, masker)
 
         return Batch(rows, rejections, reject_row)
 

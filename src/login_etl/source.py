@@ -84,9 +84,10 @@ class MemorySource:
         self._ids = itertools.count(1)
         self._visible: deque[tuple[str, str, datetime, int]] = deque()
         self._in_flight: dict[str, tuple[str, str, datetime, int, float]] = {}
-        # (deadline, receipt) for every lease set; stale entries are skipped on expiry,
-        # so expiring costs O(log n) per message instead of a scan of everything held.
-        self._deadlines: list[tuple[float, str]] = []
+        # (deadline, sequence, receipts), one entry per call that sets leases; stale
+        # receipts are skipped on expiry, so expiring costs O(log n) per call instead
+        # of a scan of everything held.
+        self._deadlines: list[tuple[float, int, list[str]]] = []
         self.visibility_timeout = visibility_timeout
         self.deleted: set[str] = set()
         self.receives = 0
@@ -100,18 +101,15 @@ class MemorySource:
             self._visible.append((message_id, body, sent_at or datetime.now(UTC), 0))
         return message_id
 
-    def _lease(self, receipt: str, entry: tuple[str, str, datetime, int, float]) -> None:
-        self._in_flight[receipt] = entry
-        heapq.heappush(self._deadlines, (entry[4], receipt))
-
     def _expire(self) -> None:
         now = self._clock()
         while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, receipt = heapq.heappop(self._deadlines)
-            entry = self._in_flight.get(receipt)
-            if entry is not None and entry[4] == deadline:  # not deleted, not extended since
-                del self._in_flight[receipt]
-                self._visible.append(entry[:4])
+            deadline, _, receipts = heapq.heappop(self._deadlines)
+            for receipt in receipts:
+                entry = self._in_flight.get(receipt)
+                if entry is not None and entry[4] == deadline:  # not deleted, not extended since
+                    del self._in_flight[receipt]
+                    self._visible.append(entry[:4])
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
         """Hand out visible messages and hide them for the visibility timeout."""
@@ -119,12 +117,16 @@ class MemorySource:
             self.receives += 1
             self._expire()
             out: list[Message] = []
+            receipts: list[str] = []
             deadline = self._clock() + self.visibility_timeout
-            while self._visible and len(out) < max_messages:
+            for _ in range(min(max_messages, len(self._visible))):
                 mid, body, sent, count = self._visible.popleft()
                 receipt = f"r-{next(self._ids)}"
-                self._lease(receipt, (mid, body, sent, count + 1, deadline))
+                self._in_flight[receipt] = (mid, body, sent, count + 1, deadline)
+                receipts.append(receipt)
                 out.append(Message(mid, receipt, body, sent, count + 1))
+            if receipts:
+                heapq.heappush(self._deadlines, (deadline, next(self._ids), receipts))
             return out
 
     def delete(self, messages: Sequence[Message]) -> list[str]:
@@ -142,13 +144,17 @@ class MemorySource:
         """Move the deadline of in-flight messages `seconds` from now."""
         with self._lock:
             failed = []
+            receipts = []
+            deadline = self._clock() + seconds
             for m in messages:
                 entry = self._in_flight.get(m.receipt)
                 if entry is None:
                     failed.append(m.message_id)
                     continue
-                mid, body, sent, count, _ = entry
-                self._lease(m.receipt, (mid, body, sent, count, self._clock() + seconds))
+                self._in_flight[m.receipt] = (*entry[:4], deadline)
+                receipts.append(m.receipt)
+            if receipts:
+                heapq.heappush(self._deadlines, (deadline, next(self._ids), receipts))
             self._expire()
             return failed
 

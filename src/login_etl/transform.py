@@ -18,9 +18,11 @@ from login_etl.lake.record import extra_fields
 from login_etl.masking import MASK_MAX_CHARS, Masker
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One received SQS message; `receipt` is what deletes or extends it."""
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """One received SQS message; `receipt` is what deletes or extends it.
+
+    A frozen msgspec struct, like `Row`: every receive builds one per message.
+    """
 
     message_id: str
     receipt: str

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
 
-from login_etl.leases import Leases
+from login_etl.leases import Buffer, Leases
 from login_etl.transform import Message
 
 SENT = datetime(2024, 5, 1, tzinfo=UTC)
@@ -63,3 +64,19 @@ def test_a_message_is_extended_well_before_it_expires(timeout: int, received_at:
         tick += leases.period
         assert tick < timeout, "never due before it expired"
     assert tick - received_at * leases.period <= timeout / 2 + 0.2
+
+
+def test_the_buffer_hands_over_everything_in_order_in_one_take() -> None:
+    buffer = Buffer()
+    assert buffer.empty() and buffer.take(timeout=0) == []
+    buffer.put([msg(1), msg(2)])
+    buffer.put([msg(3)])
+    assert not buffer.empty()
+    assert buffer.take(timeout=0) == [msg(1), msg(2), msg(3)]
+    assert buffer.empty() and buffer.take(timeout=0) == []
+
+
+def test_a_take_waits_for_a_put_from_another_thread() -> None:
+    buffer = Buffer()
+    threading.Timer(0.05, buffer.put, args=([msg(7)],)).start()
+    assert buffer.take(timeout=5) == [msg(7)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -251,6 +252,25 @@ def test_seal_is_not_deterministic(masker: Masker) -> None:
     sealed = {masker.seal(data, "m-1") for _ in range(20)}
     assert len(sealed) == 20
     assert all(b"1.2.3.4" not in s.encode() for s in sealed)
+
+
+def test_nonces_never_repeat_across_refills_or_threads() -> None:
+    # Nonces come from a pool refilled from the OS: cross several refills, from
+    # several threads at once, and every sealed body still has its own nonce.
+    masker = Masker(KEY_A)
+    per_thread = 400
+
+    def seal_many(i: int) -> list[str]:
+        return [masker.seal(b"body", f"m-{i}-{j}") for j in range(per_thread)]
+
+    with ThreadPoolExecutor(4) as pool:
+        sealed = [s for chunk in pool.map(seal_many, range(4)) for s in chunk]
+    nonces = {unb64url(s.split(".")[1])[:16] for s in sealed}
+    assert len(nonces) == len(sealed) == 4 * per_thread
+    assert all(
+        masker.open_sealed(s, f"m-{n // per_thread}-{n % per_thread}") == b"body"
+        for n, s in enumerate(sealed)
+    )
 
 
 @pytest.mark.parametrize("other", ["m-2", "m-1 ", "M-1", "", "m-"])
