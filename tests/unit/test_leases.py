@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -80,3 +81,14 @@ def test_a_take_waits_for_a_put_from_another_thread() -> None:
     buffer = Buffer()
     threading.Timer(0.05, buffer.put, args=([msg(7)],)).start()
     assert buffer.take(timeout=5) == [msg(7)]
+
+
+def test_closing_wakes_a_waiting_take_and_later_takes_never_wait() -> None:
+    buffer = Buffer()
+    threading.Timer(0.05, buffer.close).start()
+    started = time.monotonic()
+    assert buffer.take(timeout=30) == []
+    assert time.monotonic() - started < 20  # woken by close, not by the timeout
+    started = time.monotonic()
+    assert buffer.take(timeout=30) == []
+    assert time.monotonic() - started < 20
