@@ -185,16 +185,16 @@ class Pipeline:
 
     def _reserve(self, most: int) -> int:
         """Take up to `most` from the --max-messages quota."""
+        if self._quota is None:
+            return most  # no quota (that never changes): nothing to lock
         with self._lock:
-            if self._quota is None:
-                return most
             n = min(most, self._quota)
             self._quota -= n
             return n
 
     def _unreserve(self, n: int) -> None:
-        with self._lock:
-            if self._quota is not None:
+        if n and self._quota is not None:
+            with self._lock:
                 self._quota += n
 
     def _receive_loop(self) -> None:
@@ -347,8 +347,7 @@ class Pipeline:
                 raise  # an outage longer than --max-retry-time stops the worker
             log.warning("%d message(s) not deleted at shutdown; they will be skipped", len(failed))
         finally:
-            self.stats.add(deleted=len(messages) - len(failed), delete_failures=len(failed))
-            self._forget(messages)
+            self._forget(messages, deleted=len(messages) - len(failed), delete_failures=len(failed))
 
     def _release(self, messages: list[Message]) -> None:
         """Make messages visible again at once so another worker takes them (one attempt)."""
@@ -360,9 +359,10 @@ class Pipeline:
         self._leases.drop(messages)
         self._forget(messages)
 
-    def _forget(self, messages: Sequence[Message]) -> None:
+    def _forget(self, messages: Sequence[Message], **counts: int) -> None:
+        """No longer hold `messages`; `counts` are added to the stats with it."""
         self._capacity.release(len(messages))
-        self.stats.add(in_hand=-len(messages))
+        self.stats.add(in_hand=-len(messages), **counts)
 
     # -- heartbeat -------------------------------------------------------
 
