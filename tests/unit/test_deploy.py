@@ -320,6 +320,10 @@ def test_dockerfile_layers_locked_dependencies_before_the_source() -> None:
     lock = text.index("-r requirements/constraints.txt")
     assert text.index("COPY requirements/") < lock < text.index("COPY src/")
     assert "install --no-deps /tmp/wheels/" in text
+    # The lake's libraries are in the image: the build imports the lake's module.
+    assert text.index("install --no-deps /tmp/wheels/") < text.index(
+        'python -c "import login_etl.lake.table"'
+    )
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) > 0
