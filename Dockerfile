@@ -1,4 +1,8 @@
-# login-etl worker image: the worker only (no embedded services).
+# login-etl image: one image for every command the docs describe, the worker
+# and init-db, grant and rekey, and the lake stage (login-etl[lake]: pyiceberg,
+# pyarrow, SQLAlchemy), so LOGIN_ETL_LAKE_WAREHOUSE, `lake flush`, `lake
+# maintain` and `backfill` work in it. No embedded services (the [local] and
+# [pg] extras are for a developer's machine).
 #
 #   docker build -t login-etl:0.1.0 .
 #
@@ -10,20 +14,24 @@ FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 
-# Dependencies first, exactly as locked: this layer is rebuilt only when
-# requirements/ changes, not on every source edit. --no-deps makes the lock
-# the whole truth; `pip check` proves the set is consistent.
+# Dependencies first, exactly as locked (the resolution of login-etl[lake]):
+# this layer is rebuilt only when requirements/ changes, not on every source
+# edit. --no-deps makes the lock the whole truth; `pip check` proves the set
+# is consistent.
 COPY requirements/ requirements/
 RUN python -m venv --without-pip /opt/login-etl \
     && pip --python /opt/login-etl/bin/python install --no-deps -r requirements/constraints.txt \
     && pip install -r requirements/build.txt
 
 # Then the package itself, built with the pinned build backend, no dependencies.
+# `pip check` does not look at extras, so importing the lake's module (which
+# imports pyiceberg, pyarrow and SQLAlchemy) proves the lake is in the image.
 COPY pyproject.toml README.md ./
 COPY src/ src/
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
     && pip --python /opt/login-etl/bin/python install --no-deps /tmp/wheels/login_etl-*.whl \
-    && pip --python /opt/login-etl/bin/python check
+    && pip --python /opt/login-etl/bin/python check \
+    && /opt/login-etl/bin/python -c "import login_etl.lake.table"
 
 
 FROM python:3.11-slim-bookworm

@@ -41,7 +41,7 @@ bench: $(STAMP)
 validate: $(STAMP)
 	PYTHON=$(PYTHON) VENV=$(VENV) .ci/validate
 
-# Rewrite requirements/constraints.txt (the image's lock) from pyproject.toml.
+# Rewrite requirements/constraints.txt (the image's lock: login-etl[lake]) from pyproject.toml.
 constraints: $(STAMP)
 	$(BIN)/python .ci/lock.py --write
 

@@ -320,6 +320,10 @@ def test_dockerfile_layers_locked_dependencies_before_the_source() -> None:
     lock = text.index("-r requirements/constraints.txt")
     assert text.index("COPY requirements/") < lock < text.index("COPY src/")
     assert "install --no-deps /tmp/wheels/" in text
+    # The lake's libraries are in the image: the build imports the lake's module.
+    assert text.index("install --no-deps /tmp/wheels/") < text.index(
+        'python -c "import login_etl.lake.table"'
+    )
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) > 0
@@ -346,6 +350,55 @@ def _pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
                 (doc["metadata"]["name"], doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
             )
     return found
+
+
+# The Secrets the pods mount, by who may see them (docs/operations.md#roles).
+OWNER_SECRET = "login-etl-database-owner"  # init-db only: DDL
+WRITER_SECRET = "login-etl-database-writer"  # everything else: `grant writer`
+MASKING_SECRET = "login-etl-masking"  # only what runs `login-etl run`
+
+
+def _secret_at(path: str, mounts: dict[str, str], volumes: dict[str, Any]) -> str | None:
+    """The Secret mounted at the folder holding `path`, if any."""
+    volume = volumes.get(mounts.get(str(Path(path).parent), ""), {})
+    return volume.get("secret", {}).get("secretName")
+
+
+def secret_problems(
+    name: str, c: dict[str, Any], mounts: dict[str, str], volumes: dict[str, Any]
+) -> list[str]:
+    """Which database role and which key one container gets, against its command."""
+    problems = []
+    args = c.get("args", [])
+    env = {e["name"]: e for e in c.get("env", [])}
+    mounted = {volumes.get(v, {}).get("secret", {}).get("secretName") for v in mounts.values()} - {
+        None
+    }
+    if args[:1] == ["run"]:
+        if "LOGIN_ETL_MASKING_KEY_FILE" not in env:
+            problems.append(f"{name}: LOGIN_ETL_MASKING_KEY_FILE not set")
+        else:
+            path = env["LOGIN_ETL_MASKING_KEY_FILE"]["value"]
+            if _secret_at(path, mounts, volumes) != MASKING_SECRET:
+                problems.append(f"{name}: {path} is not in the mounted {MASKING_SECRET}")
+        init = env.get("LOGIN_ETL_INIT_DB", {}).get("value")
+        if "--no-init-db" not in args and init != "false":
+            problems.append(f"{name}: runs init-db, which the writer role cannot: --no-init-db")
+    elif MASKING_SECRET in mounted or any("MASKING" in k for k in env):
+        problems.append(f"{name}: gets the masking key")
+    want = OWNER_SECRET if args[:1] == ["init-db"] else WRITER_SECRET
+    if "LOGIN_ETL_DATABASE_URL" in env:
+        problems.append(f"{name}: the database URL is written in the manifest")
+    if "LOGIN_ETL_DATABASE_URL_FILE" not in env:
+        problems.append(f"{name}: LOGIN_ETL_DATABASE_URL_FILE not set")
+    else:
+        found = _secret_at(env["LOGIN_ETL_DATABASE_URL_FILE"]["value"], mounts, volumes)
+        if found != want:
+            problems.append(f"{name}: connects with {found}, not {want}")
+    for other in {OWNER_SECRET, WRITER_SECRET} - {want}:
+        if other in mounted:
+            problems.append(f"{name}: mounts {other}")
+    return problems
 
 
 def restricted_problems(pod: dict[str, Any]) -> list[str]:
@@ -391,32 +444,28 @@ def restricted_problems(pod: dict[str, Any]) -> list[str]:
             "secretKeyRef" in e.get("valueFrom", {}) for e in env.values()
         ):
             problems.append(f"{name}: a secret is passed as an environment variable")
-        masking_mounted = any(
-            "masking" in volumes.get(v, {}).get("secret", {}).get("secretName", "")
-            for v in mounts.values()
-        )
-        if name == "init-db":
-            if masking_mounted or any("MASKING" in k for k in env):
-                problems.append("init-db: gets the masking key")
-        elif "LOGIN_ETL_MASKING_KEY_FILE" not in env:
-            problems.append(f"{name}: LOGIN_ETL_MASKING_KEY_FILE not set")
-        else:
-            path = env["LOGIN_ETL_MASKING_KEY_FILE"]["value"]
-            parent = str(Path(path).parent)
-            if "secret" not in volumes.get(mounts.get(parent, ""), {}):
-                problems.append(f"{name}: {path} is not in a mounted Secret")
+        problems += secret_problems(name, c, mounts, volumes)
     return problems
 
 
 def test_every_pod_meets_the_restricted_profile() -> None:
     pods = _pod_specs(_manifests())
-    assert {name for name, _ in pods} == {"login-etl", "login-etl-drain"}
+    assert {name for name, _ in pods} == {
+        "login-etl",
+        "login-etl-drain",
+        "login-etl-lake-maintain",
+    }
     for name, pod in pods:
         assert restricted_problems(pod) == [], name
 
 
 def _deployment() -> dict[str, Any]:
     [doc] = [d for d in _manifests() if d["kind"] == "Deployment"]
+    return doc
+
+
+def _cronjob(name: str) -> dict[str, Any]:
+    [doc] = [d for d in _manifests() if d["kind"] == "CronJob" and d["metadata"]["name"] == name]
     return doc
 
 
@@ -429,12 +478,13 @@ def _deployment() -> dict[str, Any]:
         ("seccompProfile", {"type": "Unconfined"}, "worker: seccompProfile is not RuntimeDefault"),
         ("image", "registry.example.com/login-etl:latest", "not pinned"),
         ("env", [{"name": "LOGIN_ETL_MASKING_KEY", "value": "k"}], "MASKING_KEY_FILE not set"),
+        ("args", ["run"], "worker: runs init-db, which the writer role cannot"),
     ],
 )
 def test_the_pod_checker_finds_a_planted_mistake(path: str, value: Any, problem: str) -> None:
     pod = copy.deepcopy(_deployment()["spec"]["template"]["spec"])
     worker = pod["containers"][0]
-    if path in ("image", "env"):
+    if path in ("image", "env", "args"):
         worker[path] = value
     else:
         worker["securityContext"][path] = value
@@ -447,6 +497,35 @@ def test_the_pod_checker_notices_init_db_with_the_key() -> None:
         {"name": "masking", "mountPath": "/var/run/secrets/login-etl/masking"}
     )
     assert restricted_problems(pod) == ["init-db: gets the masking key"]
+
+
+def _swap_database(container: dict[str, Any], volume: str) -> None:
+    """Point a container's database URL file at another volume's Secret."""
+    folder = f"/var/run/secrets/login-etl/{volume}"
+    for mount in container["volumeMounts"]:
+        if mount["name"].startswith("database"):
+            mount.update(name=volume, mountPath=folder)
+    for e in container["env"]:
+        if e["name"] == "LOGIN_ETL_DATABASE_URL_FILE":
+            e["value"] = f"{folder}/url"
+
+
+def test_the_pod_checker_notices_the_wrong_database_role() -> None:
+    pod = copy.deepcopy(_deployment()["spec"]["template"]["spec"])
+    _swap_database(pod["containers"][0], "database-owner")
+    assert restricted_problems(pod) == [
+        f"worker: connects with {OWNER_SECRET}, not {WRITER_SECRET}",
+        f"worker: mounts {OWNER_SECRET}",
+    ]
+    pod = copy.deepcopy(_deployment()["spec"]["template"]["spec"])
+    _swap_database(pod["initContainers"][0], "database-writer")
+    assert restricted_problems(pod) == [
+        f"init-db: connects with {WRITER_SECRET}, not {OWNER_SECRET}",
+        f"init-db: mounts {WRITER_SECRET}",
+    ]
+    pod = copy.deepcopy(_deployment()["spec"]["template"]["spec"])
+    pod["containers"][0]["env"].append({"name": "LOGIN_ETL_DATABASE_URL", "value": "postgresql://"})
+    assert restricted_problems(pod) == ["worker: the database URL is written in the manifest"]
 
 
 def test_worker_probes_and_keda_owned_replicas() -> None:
@@ -463,11 +542,64 @@ def test_worker_probes_and_keda_owned_replicas() -> None:
     assert trigger["type"] == "aws-sqs-queue"
     assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
     assert auth["spec"]["podIdentity"] == {"provider": "aws", "identityOwner": "workload"}
-    [cron] = [d for d in docs if d["kind"] == "CronJob"]
-    job = cron["spec"]["jobTemplate"]["spec"]
+    job = _cronjob("login-etl-drain")["spec"]["jobTemplate"]["spec"]
     assert job["template"]["spec"]["containers"][0]["args"][:2] == ["run", "--drain"]
     [fail_on_2] = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
     assert fail_on_2["onExitCodes"] == {"operator": "In", "values": [2]}
+
+
+def test_lake_maintain_runs_daily_alone_without_the_key() -> None:
+    cron = _cronjob("login-etl-lake-maintain")
+    minute, hour, *rest = cron["spec"]["schedule"].split()
+    assert minute.isdigit() and hour.isdigit() and rest == ["*", "*", "*"]  # once a day
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    [fail_on_2] = [r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+    assert fail_on_2["onExitCodes"] == {"operator": "In", "values": [2]}
+    pod = job["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"][:2] == ["lake", "maintain"]
+    assert "initContainers" not in pod  # never the owner's URL
+    assert container["image"] == _deployment()["spec"]["template"]["spec"]["containers"][0]["image"]
+    # Neither the key's Secret nor any volume that could hold it is in the pod at all.
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {WRITER_SECRET}
+    assert not [e for e in container["env"] if "MASKING" in e["name"]]
+
+
+def test_every_container_reads_the_lake_setting_from_the_one_configmap() -> None:
+    docs = _manifests()
+    [config] = [d for d in docs if d["kind"] == "ConfigMap"]
+    for pod_name, pod in _pod_specs(docs):
+        assert pod["serviceAccountName"] == "login-etl", pod_name
+        for c in pod["containers"]:
+            refs = [s["configMapRef"]["name"] for s in c.get("envFrom", []) if "configMapRef" in s]
+            assert refs == [config["metadata"]["name"]], (pod_name, c["name"])
+            own = {e["name"] for e in c.get("env", [])}
+            # Set per container, a lake or AWS setting could differ between them.
+            assert not {n for n in own if n.startswith(("LOGIN_ETL_LAKE_", "AWS_"))}, c["name"]
+    # Off by default, and documented where it would go.
+    assert "LOGIN_ETL_LAKE_WAREHOUSE" not in config["data"]
+    assert "AWS_REGION" in config["data"]
+    shared = (DEPLOY / "kubernetes" / "shared.yaml").read_text()
+    assert re.search(r"^  # LOGIN_ETL_LAKE_WAREHOUSE: s3://", shared, re.M)
+
+
+def test_the_example_secrets_are_exactly_the_mounted_ones() -> None:
+    docs = _manifests()
+    examples = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    mounted = {
+        v["secret"]["secretName"]
+        for _, pod in _pod_specs(docs)
+        for v in pod.get("volumes", [])
+        if "secret" in v
+    }
+    assert mounted == set(examples) == {OWNER_SECRET, WRITER_SECRET, MASKING_SECRET}
+    owner = examples[OWNER_SECRET]["stringData"]["url"]
+    writer = examples[WRITER_SECRET]["stringData"]["url"]
+    # Two roles: the same database, another user.
+    assert owner.split("@")[0] != writer.split("@")[0]
+    assert owner.split("@")[1] == writer.split("@")[1]
 
 
 # --- KEDA objects against KEDA's own CRD schema --------------------------------
