@@ -312,10 +312,25 @@ def replay_rejections(settings: Settings, *, reason: str | None) -> rejects.Repl
         return rejects.replay(conn, masker, reason=reason, lake=bool(settings.lake_warehouse))
 
 
-def prune_ledger(settings: Settings, *, retention: int | None, dry_run: bool) -> tuple[int, int]:
-    """Prune the ledger; retention comes from the queue unless given. Returns (entries, secs)."""
+def prune_ledger(
+    settings: Settings, *, retention: int | None, dry_run: bool, force: bool = False
+) -> tuple[int, int]:
+    """Prune the ledger; retention comes from the queue unless given. Returns (entries, secs).
+
+    A given retention shorter than the queue's is refused unless `force`: the
+    ledger would forget ids SQS may still redeliver, and those would load twice.
+    With no queue configured, a given retention is taken as it is.
+    """
     if retention is None:
         retention = source_for(settings)[1].retention_seconds
+    elif settings.queue_url and not force:
+        kept = source_for(settings)[1].retention_seconds
+        if retention < kept:
+            raise ConfigError(
+                f"--retention {retention} is shorter than the queue's retention ({kept}s): "
+                "the ledger would forget messages SQS can still redeliver, and they would "
+                "load twice. Use a longer --retention, or --force to take that risk"
+            )
     with session(settings.database_url) as conn:
         return ledger.prune(conn, retention, dry_run=dry_run), retention
 

@@ -85,7 +85,7 @@ def test_a_writer_runs_the_worker_with_no_init_db(etl_env, sqs_client, roles, in
     send(sqs_client, etl_env.queue_url, [event(3)])
     assert cli(worker, "run", "--drain", "--no-init-db").returncode == 0
     # The worker's other duties: prune the ledger, replay rejections, report status.
-    pruned = cli(worker, "prune", "--retention", "60")
+    pruned = cli(worker, "prune", "--retention", "60", "--force")
     assert pruned.returncode == 0, pruned.stderr
     replayed = cli(worker, "rejects", "replay")
     assert replayed.returncode == 0, replayed.stderr

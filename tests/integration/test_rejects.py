@@ -196,4 +196,18 @@ def test_prune_only_outside_the_redelivery_window(etl_env, sqs_client) -> None:
         QueueUrl=etl_env.queue_url, Attributes={"MessageRetentionPeriod": "86400"}
     )
     assert "pruned 1 ledger entries" in cli(etl_env.vars(), "prune").stdout
+    # A hand-given retention shorter than the queue's would forget ids SQS can
+    # still redeliver: refused with one line, unless forced; the queue's own is fine.
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE login_etl_ledger SET sent_at = now() - interval '3 days'")
+    short = cli(etl_env.vars(), "prune", "--retention", "3600")
+    assert short.returncode == 2
+    (line,) = short.stderr.strip().splitlines()
+    assert "--retention 3600 is shorter than the queue's retention (86400s)" in line
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM login_etl_ledger") == 3
+    same = cli(etl_env.vars(), "prune", "--retention", "86400", "--dry-run")
+    assert same.returncode == 0 and "would prune 3 ledger entries" in same.stdout
+    forced = cli(etl_env.vars(), "prune", "--retention", "3600", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "pruned 3 ledger entries" in forced.stdout
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 6

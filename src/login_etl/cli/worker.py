@@ -120,10 +120,11 @@ def status(as_json: bool, **flags: Any) -> None:
     help="Queue retention in seconds (default: read from the queue).",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be pruned.")
-def prune(retention: int | None, dry_run: bool, **flags: Any) -> None:
+@click.option("--force", is_flag=True, help="Allow a --retention shorter than the queue's own.")
+def prune(retention: int | None, dry_run: bool, force: bool, **flags: Any) -> None:
     """Forget ledger entries older than the queue's retention period (plus a day)."""
     settings = load(flags, "queue_url", "database_url")
-    n, secs = service.prune_ledger(settings, retention=retention, dry_run=dry_run)
+    n, secs = service.prune_ledger(settings, retention=retention, dry_run=dry_run, force=force)
     verb = "would prune" if dry_run else "pruned"
     click.echo(f"{verb} {n} ledger entries (retention {secs}s + margin)")
 
