@@ -77,15 +77,17 @@ def test_the_buffer_hands_over_everything_in_order_in_one_take() -> None:
     assert buffer.empty() and buffer.take(timeout=0) == []
 
 
-def test_a_take_waits_for_a_put_from_another_thread() -> None:
+def test_a_put_from_another_thread_wakes_a_waiting_take() -> None:
     buffer = Buffer()
-    threading.Timer(0.05, buffer.put, args=([msg(7)],)).start()
-    assert buffer.take(timeout=5) == [msg(7)]
+    threading.Timer(0.2, buffer.put, args=([msg(7)],)).start()
+    started = time.monotonic()
+    assert buffer.take(timeout=30) == [msg(7)]
+    assert time.monotonic() - started < 20  # woken by the put, not by the timeout
 
 
 def test_closing_wakes_a_waiting_take_and_later_takes_never_wait() -> None:
     buffer = Buffer()
-    threading.Timer(0.05, buffer.close).start()
+    threading.Timer(0.2, buffer.close).start()  # after the take waits
     started = time.monotonic()
     assert buffer.take(timeout=30) == []
     assert time.monotonic() - started < 20  # woken by close, not by the timeout

@@ -153,3 +153,23 @@ def test_free_text_fields_cannot_pose_as_other_fields_in_text_logs() -> None:
     parsed = dict(token.split("=", 1) for token in shlex.split(tail))
     assert list(parsed) == ["actor", "values", "command", "empty"]
     assert parsed["actor"] == spoof.replace("\n", "\\n")  # the newline stays escaped
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        # One token each, so only the character itself calls for quoting.
+        ("a\nb", r'"a\nb"'),  # would start another line
+        ("a\tb", r'"a\tb"'),  # not printable
+        ("x=y", '"x=y"'),  # would read as a field
+        ('say"hi', r'"say\"hi"'),  # would open a quoted value
+        ("C:\\dir", r'"C:\\dir"'),  # would escape the next character
+        ("plain-word_1.2", "plain-word_1.2"),
+        (7, "7"),
+    ],
+)
+def test_a_text_field_is_bare_only_when_it_is_one_plain_word(value: object, shown: str) -> None:
+    stream = capture("text")
+    logging.getLogger("login_etl.audit").info("seen", extra={"fields": {"actor": value}})
+    (line,) = stream.getvalue().splitlines()
+    assert line.endswith(f" seen actor={shown}")
