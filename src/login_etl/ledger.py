@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # Clock skew between SQS and PostgreSQL, and messages still being received
 # at the moment they expire: a day is far beyond either.
 PRUNE_MARGIN_SECONDS = 86_400
+# The longest MessageRetentionPeriod SQS allows (14 days): what a queue that
+# cannot be asked may keep.
+SQS_MAX_RETENTION_SECONDS = 1_209_600
 
 
 def prune(

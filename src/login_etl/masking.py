@@ -29,6 +29,7 @@ import hashlib
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
@@ -151,6 +152,12 @@ class _Nonces:
     _PER_DRAW = 256
 
     def __init__(self) -> None:
+        self._reset()
+        _NONCE_POOLS.add(self)
+
+    def _reset(self) -> None:
+        # Also the child's first step after a fork: the copied pool is the
+        # parent's too, and the copied lock may be held by a thread that is gone.
         self._lock = threading.Lock()
         self._pool = b""
         self._at = 0
@@ -161,6 +168,18 @@ class _Nonces:
                 self._pool, self._at = os.urandom(_NONCE_BYTES * self._PER_DRAW), 0
             start, self._at = self._at, self._at + _NONCE_BYTES
             return self._pool[start : self._at]
+
+
+_NONCE_POOLS: weakref.WeakSet[_Nonces] = weakref.WeakSet()
+
+
+def _forget_nonce_pools() -> None:
+    for pool in list(_NONCE_POOLS):
+        pool._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_nonce_pools)
 
 
 class Masker:

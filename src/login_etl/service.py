@@ -319,15 +319,19 @@ def prune_ledger(
 
     A given retention shorter than the queue's is refused unless `force`: the
     ledger would forget ids SQS may still redeliver, and those would load twice.
-    With no queue configured, a given retention is taken as it is.
+    With no queue configured, the queue's retention is unknown, so it is taken
+    to be the longest SQS allows.
     """
     if retention is None:
         retention = source_for(settings)[1].retention_seconds
-    elif settings.queue_url and not force:
-        kept = source_for(settings)[1].retention_seconds
+    elif not force:
+        if settings.queue_url:
+            kept, whose = source_for(settings)[1].retention_seconds, "the queue's retention"
+        else:
+            kept, whose = ledger.SQS_MAX_RETENTION_SECONDS, "the longest SQS retention"
         if retention < kept:
             raise ConfigError(
-                f"--retention {retention} is shorter than the queue's retention ({kept}s): "
+                f"--retention {retention} is shorter than {whose} ({kept}s): "
                 "the ledger would forget messages SQS can still redeliver, and they would "
                 "load twice. Use a longer --retention, or --force to take that risk"
             )

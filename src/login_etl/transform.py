@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import msgspec
 
@@ -32,6 +33,10 @@ class Message(msgspec.Struct, frozen=True, gc=False):
 
     def __repr__(self) -> str:  # the body may hold PII
         return f"Message(message_id={self.message_id!r}, receive_count={self.receive_count})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """What rich's pretty printer shows: as `repr`, never the body (msgspec's shows all)."""
+        return [("message_id", self.message_id), ("receive_count", self.receive_count)]
 
 
 class Row(msgspec.Struct, frozen=True, gc=False):

@@ -211,3 +211,23 @@ def test_prune_only_outside_the_redelivery_window(etl_env, sqs_client) -> None:
     assert forced.returncode == 0, forced.stderr
     assert "pruned 3 ledger entries" in forced.stdout
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 6
+
+
+def test_prune_without_a_queue_still_refuses_a_short_retention(etl_env, sqs_client) -> None:
+    # With no queue configured its retention cannot be read: a hand-given
+    # retention is held against the longest SQS allows (14 days), so leaving
+    # LOGIN_ETL_QUEUE_URL out cannot let a short one through unless forced.
+    send(sqs_client, etl_env.queue_url, [event(i) for i in range(3)])
+    assert cli(etl_env.vars(), "run", "--drain").returncode == 0
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE login_etl_ledger SET sent_at = now() - interval '3 days'")
+    no_queue = etl_env.vars()
+    del no_queue["LOGIN_ETL_QUEUE_URL"]
+    short = cli(no_queue, "prune", "--retention", "3600")
+    assert short.returncode == 2, short.stdout
+    (line,) = short.stderr.strip().splitlines()
+    assert "--retention 3600 is shorter than" in line and "1209600" in line
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM login_etl_ledger") == 3
+    forced = cli(no_queue, "prune", "--retention", "3600", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "pruned 3 ledger entries" in forced.stdout

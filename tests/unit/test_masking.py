@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -252,6 +254,32 @@ def test_seal_is_not_deterministic(masker: Masker) -> None:
     sealed = {masker.seal(data, "m-1") for _ in range(20)}
     assert len(sealed) == 20
     assert all(b"1.2.3.4" not in s.encode() for s in sealed)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_draws_nonces_of_its_own() -> None:
+    # The pool is process memory: a child forked after a seal would otherwise
+    # hand out the very nonces its parent hands out next.
+    masker = Masker(KEY_A)
+    masker.seal(b"body", "m-0")  # the pool is filled before the fork
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # the child: send one nonce, and leave without pytest's teardown
+        try:
+            os.write(write, unb64url(masker.seal(b"body", "m-1").split(".")[1])[:16])
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child = os.read(read, 16)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    parent = unb64url(masker.seal(b"body", "m-1").split(".")[1])[:16]
+    assert len(child) == 16
+    assert child != parent
 
 
 def test_nonces_never_repeat_across_refills_or_threads() -> None:
