@@ -15,8 +15,16 @@ from login_etl import redact
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
+    """The record's structured fields, text values already scrubbed of secrets.
+
+    Scrubbed before any quoting or JSON escaping, which would otherwise hide
+    a secret holding a quote, a backslash or non-ASCII from the scrubber.
+    """
     fields = getattr(record, "fields", None)
-    return dict(fields) if isinstance(fields, dict) else {}
+    if not isinstance(fields, dict):
+        return {}
+    plain = (int, float, bool, type(None))
+    return {k: v if isinstance(v, plain) else redact.scrub(str(v)) for k, v in fields.items()}
 
 
 def _text_value(value: object) -> str:
@@ -40,7 +48,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact.scrub(record.getMessage()),
         }
         doc.update(_fields(record))
         if record.exc_info and record.exc_info[0] is not None:
@@ -56,7 +64,7 @@ class TextFormatter(logging.Formatter):
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
         extra = " ".join(f"{k}={_text_value(v)}" for k, v in _fields(record).items())
         # One event, one line: a multi-line message (a Python warning) is escaped.
-        message = record.getMessage().rstrip().replace("\n", "\\n")
+        message = redact.scrub(record.getMessage()).rstrip().replace("\n", "\\n")
         line = f"{ts} {record.levelname:<7} {record.name}: {message}"
         return redact.scrub(f"{line} {extra}" if extra else line)
 

@@ -305,8 +305,8 @@ class Pipeline:
 
     def _process(self, messages: list[Message], deleter: ThreadPoolExecutor) -> None:
         started = time.monotonic()
-        batch = self._split(messages)
         try:
+            batch = self._split(messages)
             result = self._retry.call("write", lambda: self.sink.write(batch))
         except BaseException:
             self._release(messages)  # not committed: let another worker have them now

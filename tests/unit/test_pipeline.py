@@ -20,7 +20,7 @@ from login_etl.pipeline import Options, Pipeline
 from login_etl.sink import Batch, MemorySink, WriteResult
 from login_etl.source import MemorySource
 from login_etl.transform import Message, Rejection, Row, open_body, reject, transform
-from tests.unit.helpers import record_body
+from tests.unit.helpers import KEY_A, record_body
 
 SENT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -614,3 +614,25 @@ def test_heartbeat_extends_to_a_full_timeout_and_retries_failed_extensions(
     assert stats.extended == 5 * (len(extensions) - failures)
     assert (stats.loaded, stats.duplicates) == (5, 0)
     assert source.deleted == set(bodies)
+
+
+class BrokenMasker(Masker):
+    """A masker with a bug: every mask raises."""
+
+    def mask(self, field: str, value: str) -> str:
+        raise RuntimeError("a bug")
+
+
+def test_a_transform_that_raises_hands_the_batch_back() -> None:
+    # A bug in the transform stops the worker, but the batch it was on goes back
+    # to the queue at once, like one whose write failed.
+    source = MemorySource(visibility_timeout=300)
+    fill(source, [record_body(user_id=f"u{i}") for i in range(8)])
+    pipeline = Pipeline(
+        source, MemorySink(), BrokenMasker(KEY_A), options(concurrency=1, batch_size=8)
+    )
+    with pytest.raises(RuntimeError, match="a bug"):
+        pipeline.run()
+    info = source.info()
+    assert (info.visible, info.in_flight) == (8, 0)
+    assert pipeline.stats.released == 8 and pipeline.stats.in_hand == 0

@@ -173,3 +173,18 @@ def test_a_text_field_is_bare_only_when_it_is_one_plain_word(value: object, show
     logging.getLogger("login_etl.audit").info("seen", extra={"fields": {"actor": value}})
     (line,) = stream.getvalue().splitlines()
     assert line.endswith(f" seen actor={shown}")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_secret_is_scrubbed_before_quoting_or_escaping_can_hide_it(fmt: str) -> None:
+    secret = 'pässwort-"42"\\x'  # non-ASCII, quotes and a backslash: all escaped when quoted
+    redact.register(secret)
+    stream = capture(fmt)
+    logging.getLogger("login_etl.audit").info(
+        "seen %s", secret, extra={"fields": {"actor": f"{secret} and more", "n": 1}}
+    )
+    (line,) = stream.getvalue().splitlines()
+    assert secret not in line
+    for escaped in (json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]):
+        assert escaped not in line
+    assert line.count(redact.MASK) == 2, line
