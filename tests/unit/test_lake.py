@@ -1,4 +1,4 @@
-"""The lake stage's pure parts: extra fields, date choice, marks, URLs, settings."""
+"""The lake stage's pure parts: extra fields, date choice, marks, URLs, settings, bins."""
 
 from __future__ import annotations
 
@@ -6,14 +6,19 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import combinations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from login_etl.config import Settings
 from login_etl.errors import ConfigError
 from login_etl.lake.backfill import choose_dates
 from login_etl.lake.record import extra_fields
+from login_etl.lake.rewrite import BIG_ENOUGH, bins
 from login_etl.lake.table import Mark, sqlalchemy_url
 from login_etl.masking import Masker
 from login_etl.transform import Message, Row, transform
@@ -215,3 +220,51 @@ def test_the_plain_worker_imports_no_lake_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@dataclass(frozen=True)
+class File:
+    name: str
+    file_size_in_bytes: int
+
+
+def sizes(groups: list[list[File]]) -> list[list[int]]:
+    return [[f.file_size_in_bytes for f in g] for g in groups]
+
+
+@pytest.mark.parametrize(
+    ("files", "target", "expected"),
+    [
+        ([], 100, []),
+        ([10], 100, []),  # one file: nothing to merge with
+        ([80, 90, 75], 100, []),  # all at least 3/4 of the target
+        ([74, 74], 100, []),  # small, but no two fit in one
+        ([10, 10, 10, 10], 25, [[10, 10], [10, 10]]),
+        ([70, 5, 30, 20], 100, [[70, 30], [20, 5]]),  # largest first, first bin it fits
+        ([60, 200, 40, 50], 100, [[60, 40]]),  # 200 stays; 50 alone is not rewritten
+    ],
+)
+def test_bins_merge_small_files_up_to_the_target(
+    files: list[int], target: int, expected: list[list[int]]
+) -> None:
+    found = bins([File(str(n), size) for n, size in enumerate(files)], target)
+    assert sizes(found) == expected
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=300), max_size=40),
+    st.integers(min_value=1, max_value=200),
+)
+def test_bins_leave_no_two_bins_that_fit_in_one(files: list[int], target: int) -> None:
+    pool = [File(str(n), size) for n, size in enumerate(files)]
+    found = bins(pool, target)
+    merged = [f for g in found for f in g]
+    assert len(merged) == len({f.name for f in merged})  # each file in one bin at most
+    for group in found:
+        assert len(group) >= 2 and sum(f.file_size_in_bytes for f in group) <= target
+        assert all(f.file_size_in_bytes < BIG_ENOUGH * target for f in group)
+    # Every small file left alone is a bin of its own: no two bins of any kind fit together,
+    # so rewriting the bins leaves nothing for the next run (up to compression).
+    alone = [[f] for f in pool if f not in merged and f.file_size_in_bytes < BIG_ENOUGH * target]
+    totals = [sum(f.file_size_in_bytes for f in g) for g in found + alone]
+    assert all(a + b > target for a, b in combinations(totals, 2))

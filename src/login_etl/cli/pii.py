@@ -172,7 +172,8 @@ def rejects_replay(reason: str | None, **flags: Any) -> None:
 def rekey(**flags: Any) -> None:
     """After a key rotation: rewrite old masks and sealed bodies with the primary key.
 
-    With the lake on, the lake's masks are rewritten too (a partition at a time).
+    With the lake on, the lake's masks are rewritten too (only the files holding
+    old masks, each streamed in batches; a snapshot per date).
     """
     settings = load(flags, "database_url", "masking_key", "masking_old_keys", "lake_warehouse")
     result = service.rekey_masks(settings)

@@ -12,6 +12,7 @@ import click
 from login_etl import logs, service
 from login_etl.cli.app import PIPELINE, cli, load, settings_options
 from login_etl.errors import ConfigError
+from login_etl.lake import TARGET_FILE_MB
 
 
 @cli.command()
@@ -193,7 +194,14 @@ def lake_flush(**flags: Any) -> None:
     show_default=True,
     help="Snapshots always kept, however old.",
 )
-def lake_maintain(older_than: float, retain_last: int, **flags: Any) -> None:
+@click.option(
+    "--target-file-mb",
+    type=click.FloatRange(min=0.001),
+    default=float(TARGET_FILE_MB),
+    show_default=True,
+    help="Compaction merges files smaller than 3/4 of this into files of at most this size.",
+)
+def lake_maintain(older_than: float, retain_last: int, target_file_mb: float, **flags: Any) -> None:
     """Compact small files, expire old snapshots, delete orphan files (daily)."""
     from datetime import timedelta
 
@@ -203,9 +211,11 @@ def lake_maintain(older_than: float, retain_last: int, **flags: Any) -> None:
         load(flags, "database_url", "lake_warehouse"),
         older_than=timedelta(hours=older_than),
         retain_last=retain_last,
+        target_file_mb=target_file_mb,
     )
     click.echo(
-        f"compacted {result.compacted} partitions, expired {result.expired} snapshots, "
+        f"compacted {result.compacted} partitions ({result.merged} files into "
+        f"{result.written}), expired {result.expired} snapshots, "
         f"deleted {result.deleted_files} files; {result.data_files} data files, "
         f"{result.data_bytes:,} bytes"
     )

@@ -7,7 +7,8 @@ This package's top level imports nothing heavy: the worker imports pyiceberg
 * `table`    — catalog, table and schema, and pyiceberg's errors translated;
 * `writer`   — the outbox → Iceberg writer (`flush`) and its thread;
 * `backfill` — rebuild `user_logins` rows from the lake;
-* `upkeep`   — rekey and maintenance (snapshot expiry, compaction, orphans).
+* `rewrite`  — data files rewritten a bounded piece at a time, and compaction's bins;
+* `upkeep`   — rekey and maintenance (compaction, snapshot expiry, orphans).
 
 Exactly once across PostgreSQL and Iceberg: the batch transaction that loads
 a row also writes its record to the outbox table; the writer appends outbox
@@ -26,3 +27,11 @@ IDENTIFIER = f"{NAMESPACE}.{TABLE}"
 # SELECT, INSERT, UPDATE, DELETE on them and USAGE on the outbox's sequence.
 TABLES = ("login_etl_lake_outbox", "iceberg_tables", "iceberg_namespace_properties")
 SEQUENCES = ("login_etl_lake_outbox_id_seq",)
+
+# The size compaction aims for by default. At about 75 bytes of Parquet per
+# record, 128 MB is some 1.7 million records: a day at 1,000 messages a second
+# is about 50 files, so scan planning and S3 requests stay cheap. Not
+# Iceberg's 512 MB: pyiceberg, which backfill and the DuckDB recipe read
+# through, decodes a whole file at a time, at about 3 times its size in Arrow.
+# Compaction's own memory does not depend on it: a rewrite streams.
+TARGET_FILE_MB = 128

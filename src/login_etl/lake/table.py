@@ -30,8 +30,8 @@ try:
     import pyarrow as pa
     import sqlalchemy.exc
     from pyiceberg.catalog.sql import SqlCatalog
-    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
-    from pyiceberg.expressions import BooleanExpression, EqualTo, In, NotStartsWith, Or
+    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
+    from pyiceberg.expressions import BooleanExpression, In, NotStartsWith, Or
     from pyiceberg.partitioning import PartitionField, PartitionSpec
     from pyiceberg.schema import Schema
     from pyiceberg.transforms import IdentityTransform
@@ -132,6 +132,8 @@ def translated(what: str) -> Iterator[None]:
         raise
     except CommitFailedException as exc:
         raise LakeUnavailable(f"lake {what}: another commit came first") from exc
+    except ValidationException as exc:  # a file a rewrite replaces went meanwhile
+        raise LakeUnavailable(f"lake {what}: the table changed meanwhile") from exc
     except NoSuchTableError as exc:
         raise LakeUnavailable(f"lake {what}: the table {IDENTIFIER} is gone") from exc
     except sqlalchemy.exc.ProgrammingError as exc:
@@ -271,11 +273,6 @@ def partitions(table: Table) -> dict[date, list[Any]]:
 
 
 # pyiceberg's expressions take (term, literal) at run time; its types say otherwise.
-def on_day(day: date) -> BooleanExpression:
-    """Filter: records of one create_date."""
-    return EqualTo("create_date", day.isoformat())  # type: ignore[call-arg, arg-type]
-
-
 def on_days(days: list[date]) -> BooleanExpression:
     """Filter: records of any of these create_dates."""
     return In("create_date", {d.isoformat() for d in days})  # type: ignore[call-arg, arg-type]

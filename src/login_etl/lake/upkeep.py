@@ -1,15 +1,21 @@
 """Keeping the lake: rekey after a key rotation, and maintenance.
 
 Both hold the writer lock, so no append interleaves, and every commit they
-make carries the outbox mark forward in its snapshot summary.
+make carries the outbox mark forward in its snapshot summary. Both rewrite
+data files a bounded piece at a time (`login_etl.lake.rewrite`): their
+memory does not grow with the size of a partition.
 
-`rekey` rewrites the masks of outbox rows and of every partition holding a
-mask not made by the primary key (an Iceberg overwrite per partition).
+`rekey` rewrites the masks of outbox rows, and each data file whose
+statistics say it may hold a mask not made by the primary key, one file at
+a time (a snapshot per partition, replacing exactly those files).
 
 `maintain` is what ``login-etl lake maintain`` runs, in this order:
 
-1. compaction: a partition with more than one data file is rewritten as one
-   (each writer pass adds a file per date it touches);
+1. compaction: in each partition, the files smaller than ¾ of the target
+   size are packed into bins of at most the target, and each bin of two or
+   more is rewritten as one file (a snapshot per partition, replacing exactly
+   the bins' files); a partition at one file, or whose files are all big
+   enough, is left alone;
 2. snapshot expiry: snapshots older than ``older_than`` go, but the newest
    ``retain_last`` always stay; files only they referenced are deleted;
 3. orphan removal: files under the table's location that no snapshot or
@@ -20,22 +26,26 @@ mask not made by the primary key (an Iceberg overwrite per partition).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from login_etl.errors import MaskingError
-from login_etl.lake.table import (
-    MARK_KEY,
-    Lake,
-    mark_of,
-    on_day,
-    partitions,
-    stale_masks,
-    translated,
+from login_etl.lake import TARGET_FILE_MB
+from login_etl.lake.rewrite import (
+    Change,
+    Rewritten,
+    bins,
+    discard,
+    replace,
+    rewritable,
+    rewrite,
 )
+from login_etl.lake.table import Lake, partitions, stale_masks, translated
 from login_etl.lake.writer import unlock, wait_for_lock
 from login_etl.masking import Masker
 from login_etl.postgres import connect
@@ -44,6 +54,7 @@ from login_etl.rekey import remask, remask_pages
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyiceberg.io import FileIO
+    from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
 
     from login_etl.config import Settings
@@ -65,22 +76,27 @@ class LakeRekeyResult:
 class MaintainResult:
     """What maintenance did, and the data files left."""
 
-    compacted: int = 0
+    compacted: int = 0  # partitions
+    merged: int = 0  # small files rewritten ...
+    written: int = 0  # ... as this many
     expired: int = 0
     deleted_files: int = 0
     data_files: int = 0
     data_bytes: int = 0
 
 
-def _overwrite_day(table: Table, day: date, data: pa.Table, operation: str) -> None:
-    props = {MARK_KEY: str(mark_of(table)), "login-etl.operation": operation}
-    with translated(operation):
-        table.overwrite(data, overwrite_filter=on_day(day), snapshot_properties=props)
+@contextmanager
+def _unless_committed(table: Table, new: list[Rewritten]) -> Iterator[None]:
+    """Delete the files in `new` if the block fails: no commit references them yet.
 
-
-def _read_day(table: Table, day: date) -> pa.Table:
-    with translated("read"):
-        return table.scan(row_filter=on_day(day)).to_arrow()
+    Only around the writing: a commit that fails may still have landed (the
+    catalog's answer lost), so its files are left to orphan removal.
+    """
+    try:
+        yield
+    except BaseException:
+        discard(table, [n.file for n in new])
+        raise
 
 
 # -- rekey ------------------------------------------------------------------------
@@ -92,36 +108,53 @@ def _rekey_outbox(conn: psycopg.Connection[Any], masker: Masker, result: LakeRek
     result.unreadable += unreadable
 
 
-def _stale_days(table: Table, masker: Masker) -> list[date]:
-    if table.current_snapshot() is None:
-        return []
-    with translated("read"):
-        found = table.scan(
-            row_filter=stale_masks(masker.key_id), selected_fields=("create_date",)
-        ).to_arrow()
-    return sorted(set(found.column("create_date").to_pylist()))
-
-
-def _rekey_columns(data: pa.Table, masker: Masker, result: LakeRekeyResult) -> tuple[pa.Table, int]:
-    """`data` with both mask columns under the primary key, and how many records changed."""
+def _remask(masker: Masker, result: LakeRekeyResult) -> Change:
+    """A batch change: both mask columns under the primary key, and how many records changed."""
     import pyarrow as pa
 
-    changed = [False] * data.num_rows
-    for field in ("ip", "device_id"):
-        name = f"masked_{field}"
-        out = []
-        for n, mask in enumerate(data.column(name).to_pylist()):
-            try:
-                new = remask(masker, field, mask) or mask
-            except MaskingError:
-                result.unreadable += 1
-                new = mask  # made by no known key: left as is, and counted
-            changed[n] = changed[n] or new != mask
-            out.append(new)
-        index = data.schema.get_field_index(name)
-        spec = data.schema.field(index)  # pyiceberg reads strings as large_string
-        data = data.set_column(index, spec, pa.array(out, type=spec.type))
-    return data, sum(changed)
+    def change(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
+        changed = [False] * batch.num_rows
+        for field in ("ip", "device_id"):
+            name = f"masked_{field}"
+            out = []
+            for n, mask in enumerate(batch.column(name).to_pylist()):
+                try:
+                    new = remask(masker, field, mask) or mask
+                except MaskingError:
+                    result.unreadable += 1
+                    new = mask  # made by no known key: left as is, and counted
+                changed[n] = changed[n] or new != mask
+                out.append(new)
+            index = batch.schema.get_field_index(name)
+            spec = batch.schema.field(index)
+            batch = batch.set_column(index, spec, pa.array(out, type=spec.type))
+        return batch, sum(changed)
+
+    return change
+
+
+def _rekey_files(table: Table, masker: Masker, result: LakeRekeyResult) -> None:
+    """Rewrite each file that may hold a stale mask, a file at a time; a snapshot per partition."""
+    change = _remask(masker, result)
+    for day, files in sorted(rewritable(table, stale_masks(masker.key_id)).items()):
+        old: list[DataFile] = []
+        new: list[Rewritten] = []
+        with _unless_committed(table, new):
+            for source in files:
+                done = rewrite(table, day, [source], change)
+                if done.changed:
+                    old.append(source)
+                    new.append(done)
+                else:  # every mask current already, or made by no known key
+                    discard(table, [done.file])
+        if old:
+            replace(table, old, [n.file for n in new], "rekey")
+            result.rows += sum(n.changed for n in new)
+            result.partitions += 1
+            log.info(
+                "lake: rekeyed",
+                extra={"fields": {"date": str(day), "files": len(old)}},
+            )
 
 
 def rekey(settings: Settings, masker: Masker) -> LakeRekeyResult:
@@ -138,13 +171,7 @@ def rekey(settings: Settings, masker: Masker) -> LakeRekeyResult:
             wait_for_lock(lock)
             try:
                 _rekey_outbox(conn, masker, result)
-                table = lake.table()
-                for day in _stale_days(table, masker):
-                    data, changed = _rekey_columns(_read_day(table, day), masker, result)
-                    if changed:
-                        _overwrite_day(table, day, data, "rekey")
-                        result.rows += changed
-                        result.partitions += 1
+                _rekey_files(lake.table(), masker, result)
             finally:
                 unlock(lock)
     finally:
@@ -176,14 +203,33 @@ def _referenced(table: Table, cache: dict[str, list[str]]) -> set[str]:
     return files
 
 
-def _compact(table: Table) -> int:
-    """Rewrite each partition holding several data files as one; return how many."""
-    done = 0
-    for day, files in sorted(partitions(table).items()):
-        if len(files) > 1:
-            _overwrite_day(table, day, _read_day(table, day), "compact")
-            done += 1
-    return done
+def _compact(table: Table, target: int, result: MaintainResult) -> None:
+    """Merge each partition's small files in bins of at most `target` bytes (see `bins`).
+
+    A partition goes round again while its new files still leave a bin to
+    merge (a rewrite can come out smaller than its sources), so the next run
+    finds nothing to do; every round has fewer files than the last.
+    """
+    for day, files in sorted(rewritable(table).items()):
+        rounds = 0
+        while groups := bins(files, target):
+            new: list[Rewritten] = []
+            with _unless_committed(table, new):
+                for group in groups:
+                    new.append(rewrite(table, day, group))
+            old = [f for group in groups for f in group]
+            replace(table, old, [n.file for n in new], "compact")
+            gone = {f.file_path for f in old}
+            files = [f for f in files if f.file_path not in gone] + [n.file for n in new]
+            result.merged += len(old)
+            result.written += len(new)
+            rounds += 1
+            log.info(
+                "lake: compacted",
+                extra={"fields": {"date": str(day), "files": len(old), "into": len(new)}},
+            )
+        if rounds:
+            result.compacted += 1
 
 
 def _expire(
@@ -252,9 +298,11 @@ def maintain(
     *,
     older_than: timedelta = timedelta(days=1),
     retain_last: int = 5,
+    target_file_mb: float = TARGET_FILE_MB,
     now: datetime | None = None,
 ) -> MaintainResult:
-    """Compact, expire snapshots older than `older_than`, remove old orphan files."""
+    """Compact small files towards `target_file_mb`, expire snapshots older than
+    `older_than`, remove old orphan files."""
     result = MaintainResult()
     lake = Lake.from_settings(settings)
     cache: dict[str, list[str]] = {}
@@ -264,7 +312,7 @@ def maintain(
             wait_for_lock(lock)
             try:
                 table = lake.table()
-                result.compacted = _compact(table)
+                _compact(table, int(target_file_mb * (1 << 20)), result)
                 # Measured after compaction: with no age at all, its own
                 # rewrites expire at once and the files they replaced go now.
                 cutoff = (now or datetime.now(UTC)) - older_than
