@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ import pytest
 from psycopg import sql
 
 from login_etl.masking import Masker, decode_key
-from login_etl.transform import open_body
+from login_etl.pgsink import PostgresSink
+from login_etl.sink import Batch
+from login_etl.transform import Message, open_body, reject, transform
 
 # The brief's DDL, exactly: the analysts' table as it may already exist.
 USER_LOGINS_DDL = """
@@ -416,3 +419,64 @@ END $$;
 CREATE TRIGGER refuse_poison BEFORE INSERT ON user_logins
     FOR EACH ROW EXECUTE FUNCTION refuse_poison();
 """
+
+
+# -- the lake ----------------------------------------------------------------
+
+LAKE_DAY = datetime(2026, 3, 1, 12, tzinfo=UTC)  # the lake tests' first create_date
+
+
+def lake_event(i: int, **over: Any) -> dict[str, Any]:
+    """An event with a long app version and fields beyond the stored six."""
+    base = {
+        "user_id": f"user-{i}",
+        "app_version": f"{i % 3}.{i % 7}.{i}",
+        "device_type": "android" if i % 2 else "ios",
+        "ip": f"10.1.{i // 250}.{i % 250}",
+        "locale": None if i % 5 == 0 else "RU",
+        "device_id": f"{100 + i % 50}-00-{i % 40:04d}",  # devices repeat
+        "session": {"length": i, "client": {"ip": f"172.16.0.{i % 250}"}},
+        "campaign": f"c{i % 4}",
+    }
+    base.update(over)
+    return base
+
+
+def lake_records(env) -> list[dict[str, Any]]:
+    """Every record in the lake table, as dicts."""
+    from login_etl.lake.table import Lake  # the lake extra: imported only where used
+
+    lake = Lake(env.database_url, env.warehouse)
+    try:
+        table = lake.table()
+        if table.current_snapshot() is None:
+            return []
+        return table.scan().to_arrow().to_pylist()
+    finally:
+        lake.close()
+
+
+def load_directly(env, bodies: list[str], sent_at: datetime = LAKE_DAY, start: int = 0) -> None:
+    """Load bodies through the sink with the lake on, as a worker's batch would."""
+    masker = Masker(decode_key(env.key))
+    messages = [Message(f"m-{start + i}", "r", b, sent_at) for i, b in enumerate(bodies)]
+    by_id = {m.message_id: m for m in messages}
+    rows = [r for r in (transform(m, masker, lake=True) for m in messages)]
+    sink = PostgresSink(env.database_url, lake=True)
+    try:
+        sink.write(
+            Batch(
+                [r for r in rows if not hasattr(r, "reason")],
+                [r for r in rows if hasattr(r, "reason")],
+                lambda mid, why: reject(by_id[mid], why, masker),
+            )
+        )
+    finally:
+        sink.close()
+
+
+def lake_flush(env, *extra: str) -> str:
+    """`login-etl lake flush` with the env's warehouse; its output."""
+    done = cli(env.vars(LOGIN_ETL_LAKE_WAREHOUSE=env.warehouse), "lake", "flush", *extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

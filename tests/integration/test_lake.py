@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,68 +31,16 @@ from login_etl.pgsink import PostgresSink
 from login_etl.service import build_pipeline, lake_writer
 from login_etl.sink import Batch
 from login_etl.sqs import SqsSource
-from login_etl.transform import Message, reject, transform
+from login_etl.transform import Message, transform
 
-from .helpers import cli, dump_text, query, scalar
+from .helpers import LAKE_DAY as DAY
+from .helpers import cli, dump_text, lake_records, load_directly, query, scalar
+from .helpers import lake_event as event
+from .helpers import lake_flush as flush
 
 ROWS = "SELECT user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date"
 ALL_ROWS = f"{ROWS} FROM user_logins ORDER BY 1, 2, 3, 4, 5, 6, 7"
-DAY = datetime(2026, 3, 1, 12, tzinfo=UTC)
-
-
-def event(i: int, **over: Any) -> dict[str, Any]:
-    """An event with a long app version and fields beyond the stored six."""
-    base = {
-        "user_id": f"user-{i}",
-        "app_version": f"{i % 3}.{i % 7}.{i}",
-        "device_type": "android" if i % 2 else "ios",
-        "ip": f"10.1.{i // 250}.{i % 250}",
-        "locale": None if i % 5 == 0 else "RU",
-        "device_id": f"{100 + i % 50}-00-{i % 40:04d}",  # devices repeat
-        "session": {"length": i, "client": {"ip": f"172.16.0.{i % 250}"}},
-        "campaign": f"c{i % 4}",
-    }
-    base.update(over)
-    return base
-
-
 both = pytest.mark.parametrize("warehouse", ["file", "s3"], indirect=True)
-
-
-def lake_records(env) -> list[dict[str, Any]]:
-    lake = Lake(env.database_url, env.warehouse)
-    try:
-        table = lake.table()
-        if table.current_snapshot() is None:
-            return []
-        return table.scan().to_arrow().to_pylist()
-    finally:
-        lake.close()
-
-
-def load_directly(env, bodies: list[str], sent_at: datetime = DAY, start: int = 0) -> None:
-    """Load bodies through the sink with the lake on, as a worker's batch would."""
-    masker = Masker(decode_key(env.key))
-    messages = [Message(f"m-{start + i}", "r", b, sent_at) for i, b in enumerate(bodies)]
-    by_id = {m.message_id: m for m in messages}
-    rows = [r for r in (transform(m, masker, lake=True) for m in messages)]
-    sink = PostgresSink(env.database_url, lake=True)
-    try:
-        sink.write(
-            Batch(
-                [r for r in rows if not hasattr(r, "reason")],
-                [r for r in rows if hasattr(r, "reason")],
-                lambda mid, why: reject(by_id[mid], why, masker),
-            )
-        )
-    finally:
-        sink.close()
-
-
-def flush(env, *extra: str) -> str:
-    done = cli(env.vars(LOGIN_ETL_LAKE_WAREHOUSE=env.warehouse), "lake", "flush", *extra)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 class LosesDeletes(SqsSource):

@@ -12,7 +12,10 @@ import pytest
 
 from login_etl.lake.table import sqlalchemy_url
 
-from .test_lake import DAY, event, flush, load_directly
+from .helpers import LAKE_DAY as DAY
+from .helpers import lake_event as event
+from .helpers import lake_flush as flush
+from .helpers import load_directly
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "lake.md"
 

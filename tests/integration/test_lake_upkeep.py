@@ -23,8 +23,10 @@ from login_etl.lake import rewrite, upkeep, writer
 from login_etl.lake.table import MARK_KEY, Lake, mark_of, partitions
 from login_etl.masking import Masker, decode_key, generate_key
 
-from .helpers import cli, scalar
-from .test_lake import DAY, event, flush, lake_records, load_directly
+from .helpers import LAKE_DAY as DAY
+from .helpers import cli, lake_records, load_directly, scalar
+from .helpers import lake_event as event
+from .helpers import lake_flush as flush
 
 both = pytest.mark.parametrize("warehouse", ["file", "s3"], indirect=True)
 PER_FILE = 1500  # records per writer pass: big enough that a file is mostly data
