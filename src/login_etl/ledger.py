@@ -2,8 +2,11 @@
 
 SQS keeps a message for the queue's ``MessageRetentionPeriod`` after it was
 sent, so a redelivery is possible only within that window after
-``SentTimestamp``. Entries whose message was sent longer ago than retention
-plus a safety margin are pruned; younger ones are never touched.
+``SentTimestamp``. Entries recorded longer ago than retention plus a safety
+margin are pruned; younger ones are never touched. An entry is recorded
+after its message was sent, so it is older still by its SentTimestamp (the
+margin covers clock skew between SQS and PostgreSQL), and the ledger's
+``recorded_at`` index finds them without a scan of the whole table.
 """
 
 from __future__ import annotations
