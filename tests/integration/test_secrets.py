@@ -72,7 +72,7 @@ COMMANDS = {
     "status": ["status"],
     "init-db": ["init-db"],
     "rejects": ["rejects", "list"],
-    "prune": ["prune", "--retention", "3600"],
+    "prune": ["prune", "--retention", "3600", "--force"],
 }
 
 
