@@ -131,5 +131,6 @@ class Buffer:
             return taken
 
     def empty(self) -> bool:
+        """True when nothing is buffered."""
         with self._cond:
             return not self._lists
