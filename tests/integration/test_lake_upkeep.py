@@ -9,9 +9,11 @@ forward, so a flush after them appends nothing twice.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,12 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from login_etl.config import Settings
+from login_etl.errors import LoginEtlError
 from login_etl.lake import rewrite, upkeep, writer
 from login_etl.lake.table import MARK_KEY, Lake, mark_of, partitions
 from login_etl.masking import Masker, decode_key, generate_key
 
 from .helpers import LAKE_DAY as DAY
-from .helpers import cli, lake_records, load_directly, scalar
+from .helpers import cli, lake_records, load_directly, query, scalar
 from .helpers import lake_event as event
 from .helpers import lake_flush as flush
 
@@ -319,3 +322,53 @@ def test_compacting_a_large_partition_keeps_memory_bounded(lake_env) -> None:
     # ... yet memory grew by a small part of the date's records in Arrow: reading
     # the date whole would need all of it.
     assert grown < in_memory / 4, (grown, in_memory)
+
+
+@pytest.mark.parametrize("warehouse", ["file"], indirect=True)
+def test_maintain_keeps_a_tagged_snapshot_and_its_files(lake_env) -> None:
+    # Spark and Trino users tag a snapshot to travel back to it; a tag protects it.
+    load_passes(lake_env, 2, per_file=5)
+    with Table(lake_env) as table:
+        first = table.snapshots()[0].snapshot_id
+        table.manage_snapshots().create_tag(first, "audit").commit()
+        tagged = by_id(table.scan(snapshot_id=first).to_arrow().to_pylist())
+    assert len(tagged) == 5
+    settings = Settings.load()
+    done = upkeep.maintain(settings, older_than=timedelta(0), retain_last=1)
+    assert done.expired >= 1  # the untagged old snapshots went
+    with Table(lake_env) as table:
+        assert table.snapshot_by_name("audit").snapshot_id == first
+        assert by_id(table.scan(snapshot_id=first).to_arrow().to_pylist()) == tagged
+    assert len(lake_records(lake_env)) == 10
+
+
+@pytest.mark.parametrize("warehouse", ["file"], indirect=True)
+def test_maintain_that_lost_its_writer_lock_deletes_no_orphans(lake_env, monkeypatch) -> None:
+    # The lock's session dies mid-run (a dropped idle connection, a restart):
+    # a writer may now take the lock and write a file it has not committed
+    # yet. Orphan removal must not go on as if the writers were still kept out.
+    load_passes(lake_env, 1, per_file=5)
+    with Table(lake_env) as table:
+        in_flight = f"{table.location()}/data/create_date={DAY.date()}/in-flight.parquet"
+        in_flight_path = table.io.parse_location(in_flight)[2]
+    real = upkeep._compact
+
+    def compact(table, *args):
+        pids = [
+            row[0]
+            for row in query(
+                lake_env.database_url,
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            )
+        ]
+        assert len(pids) == 1
+        scalar(lake_env.database_url, "SELECT pg_terminate_backend(%s)", pids[0])
+        with table.io.new_output(in_flight).create() as out:  # a writer's next file
+            out.write(b"PAR1")
+        time.sleep(0.05)  # written before maintain takes its cutoff
+        return real(table, *args)
+
+    monkeypatch.setattr(upkeep, "_compact", compact)
+    with pytest.raises(LoginEtlError):
+        upkeep.maintain(Settings.load(), older_than=timedelta(0))
+    assert os.path.exists(in_flight_path)

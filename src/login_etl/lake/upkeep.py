@@ -46,7 +46,7 @@ from login_etl.lake.rewrite import (
     rewrite,
 )
 from login_etl.lake.table import Lake, partitions, stale_masks, translated
-from login_etl.lake.writer import unlock, wait_for_lock
+from login_etl.lake.writer import still_locked, unlock, wait_for_lock
 from login_etl.masking import Masker
 from login_etl.postgres import connect
 from login_etl.rekey import remask, remask_pages
@@ -244,6 +244,9 @@ def _expire(
     current = table.current_snapshot()
     if current is not None:
         keep.add(current.snapshot_id)
+    # A branch's or tag's head (another engine's tag for time travel, say) is
+    # protected: pyiceberg refuses to expire it, and its files must stay.
+    keep.update(ref.snapshot_id for ref in table.metadata.refs.values())
     limit = cutoff.timestamp() * 1000
     old = [
         s.snapshot_id
@@ -317,6 +320,11 @@ def maintain(
                 # rewrites expire at once and the files they replaced go now.
                 cutoff = (now or datetime.now(UTC)) - older_than
                 result.expired, result.deleted_files = _expire(table, cutoff, retain_last, cache)
+                # Orphan removal is safe only while writers are kept out: a
+                # file written by one that got in would look like an orphan.
+                # Checked after the cutoff: a writer let in later writes
+                # files younger than it, which stay.
+                still_locked(lock)
                 result.deleted_files += _orphans(table, cutoff, cache)
                 files = [f for day in partitions(table).values() for f in day]
                 result.data_files = len(files)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from login_etl.errors import LoginEtlError, RetryableError, RetryTimeExceeded
+from login_etl.errors import LakeUnavailable, LoginEtlError, RetryableError, RetryTimeExceeded
 from login_etl.lake.table import MARK_KEY, Lake, Mark, mark_of, to_arrow, translated
 from login_etl.postgres import connect
 from login_etl.retry import Retrier
@@ -77,6 +77,17 @@ def wait_for_lock(conn: psycopg.Connection[Any], timeout: float = 600.0) -> None
         if time.monotonic() > deadline:
             raise LoginEtlError("the lake writer lock stayed taken; try again later")
         time.sleep(0.2)
+
+
+def still_locked(conn: psycopg.Connection[Any]) -> None:
+    """Raise unless `conn`'s session still holds the writer lock.
+
+    A session that died (a dropped idle connection, a server restart) has
+    released it, and a writer may since be writing a file not yet committed.
+    """
+    row = conn.execute(query("lake_lock_held")).fetchone()
+    if not (row and row[0]):
+        raise LakeUnavailable("lake: the writer lock was lost; try again")
 
 
 def unlock(conn: psycopg.Connection[Any]) -> None:
