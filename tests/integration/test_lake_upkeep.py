@@ -17,6 +17,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -372,3 +373,32 @@ def test_maintain_that_lost_its_writer_lock_deletes_no_orphans(lake_env, monkeyp
     with pytest.raises(LoginEtlError):
         upkeep.maintain(Settings.load(), older_than=timedelta(0))
     assert os.path.exists(in_flight_path)
+
+
+@pytest.mark.parametrize("warehouse", ["file"], indirect=True)
+def test_expiry_keeps_the_snapshot_that_holds_the_mark(lake_env, monkeypatch) -> None:
+    # A pass commits and dies before its outbox delete; then another engine
+    # commits (no mark in its summary); then maintain keeps only the newest.
+    bodies = [json.dumps(event(i)) for i in range(5)]
+    load_directly(lake_env, bodies, DAY, 0)
+    crash_after_commit(lake_env, monkeypatch)
+    assert scalar(lake_env.database_url, "SELECT count(*) FROM login_etl_lake_outbox") == 5
+    with Table(lake_env) as table:
+        mark = mark_of(table)
+        foreign = table.scan().to_arrow().slice(0, 1)
+        foreign = foreign.set_column(
+            foreign.schema.get_field_index("create_date"),
+            foreign.schema.field("create_date"),
+            pa.array([(DAY + timedelta(days=3)).date()], foreign.schema.field("create_date").type),
+        ).set_column(
+            0,
+            foreign.schema.field("message_id"),
+            pa.array(["other-engine"], foreign.schema.field("message_id").type),
+        )
+        table.append(foreign)  # another engine's commit: no mark
+    upkeep.maintain(Settings.load(), older_than=timedelta(0), retain_last=1)
+    with Table(lake_env) as table:
+        assert mark_of(table) == mark
+    flush(lake_env)
+    ids = [r["message_id"] for r in lake_records(lake_env)]
+    assert len(ids) == len(set(ids)) == 6

@@ -45,7 +45,7 @@ from login_etl.lake.rewrite import (
     rewritable,
     rewrite,
 )
-from login_etl.lake.table import Lake, partitions, stale_masks, translated
+from login_etl.lake.table import MARK_KEY, Lake, partitions, stale_masks, translated
 from login_etl.lake.writer import still_locked, unlock, wait_for_lock
 from login_etl.masking import Masker
 from login_etl.postgres import connect
@@ -244,6 +244,16 @@ def _expire(
     current = table.current_snapshot()
     if current is not None:
         keep.add(current.snapshot_id)
+    # `mark_of` walks back from the current snapshot to the newest that holds
+    # the outbox mark (another engine's commits carry none): that chain stays,
+    # or the mark is lost and rows a crashed pass left in the outbox go twice.
+    snapshot = current
+    while snapshot is not None and not (snapshot.summary and snapshot.summary[MARK_KEY]):
+        keep.add(snapshot.snapshot_id)
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+    if snapshot is not None:
+        keep.add(snapshot.snapshot_id)
     # A branch's or tag's head (another engine's tag for time travel, say) is
     # protected: pyiceberg refuses to expire it, and its files must stay.
     keep.update(ref.snapshot_id for ref in table.metadata.refs.values())
