@@ -25,7 +25,7 @@ import psycopg
 
 from login_etl.errors import ConfigError
 from login_etl.lake.table import Lake, mark_of, on_days, partitions, translated
-from login_etl.lake.writer import unlock, wait_for_lock
+from login_etl.lake.writer import writer_lock
 from login_etl.postgres import connect
 from login_etl.sqlfiles import query
 
@@ -138,31 +138,27 @@ def backfill(
     lake = Lake.from_settings(settings)
     result = BackfillResult()
     try:
+        # The writer lock: no flush meanwhile, so the lake and the outbox stand still.
         with (
-            connect(settings.database_url) as lock,
-            connect(settings.database_url) as conn,
             translated("backfill"),
+            writer_lock(settings.database_url),
+            connect(settings.database_url) as conn,
         ):
-            lock.autocommit = True
-            wait_for_lock(lock)  # no flush meanwhile: the lake and the outbox stand still
-            try:
-                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                with conn.transaction(), conn.cursor() as cur:
-                    table = lake.table()
-                    mark = mark_of(table)
-                    pending = cur.execute(query("lake_outbox_dates"), mark.params()).fetchall()
-                    known = set(partitions(table)) | {r[0] for r in pending}
-                    result.dates = choose_dates(known, since, until, force=force)
-                    params = {"dates": result.dates}
-                    before = dict(cur.execute(query("backfill_counts"), params).fetchall())
-                    result.deleted = cur.execute(query("backfill_delete"), params).rowcount
-                    result.from_lake = _copy(cur, _lake_batches(table, result.dates))
-                    cur.execute(query("backfill_outbox"), {**params, **mark.params()})
-                    result.from_outbox = cur.rowcount
-                    after = dict(cur.execute(query("backfill_counts"), params).fetchall())
-                    _refuse_losses(before, after, force=force)  # raising rolls it all back
-            finally:
-                unlock(lock)
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction(), conn.cursor() as cur:
+                table = lake.table()
+                mark = mark_of(table)
+                pending = cur.execute(query("lake_outbox_dates"), mark.params()).fetchall()
+                known = set(partitions(table)) | {r[0] for r in pending}
+                result.dates = choose_dates(known, since, until, force=force)
+                params = {"dates": result.dates}
+                before = dict(cur.execute(query("backfill_counts"), params).fetchall())
+                result.deleted = cur.execute(query("backfill_delete"), params).rowcount
+                result.from_lake = _copy(cur, _lake_batches(table, result.dates))
+                cur.execute(query("backfill_outbox"), {**params, **mark.params()})
+                result.from_outbox = cur.rowcount
+                after = dict(cur.execute(query("backfill_counts"), params).fetchall())
+                _refuse_losses(before, after, force=force)  # raising rolls it all back
     finally:
         lake.close()
     result.seconds = time.monotonic() - started

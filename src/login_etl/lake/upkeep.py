@@ -46,7 +46,7 @@ from login_etl.lake.rewrite import (
     rewrite,
 )
 from login_etl.lake.table import MARK_KEY, Lake, partitions, stale_masks, translated
-from login_etl.lake.writer import still_locked, unlock, wait_for_lock
+from login_etl.lake.writer import still_locked, writer_lock
 from login_etl.masking import Masker
 from login_etl.postgres import connect
 from login_etl.rekey import remask, remask_pages
@@ -163,17 +163,12 @@ def rekey(settings: Settings, masker: Masker) -> LakeRekeyResult:
     lake = Lake.from_settings(settings)
     try:
         with (
-            connect(settings.database_url) as lock,
-            connect(settings.database_url) as conn,
             translated("rekey"),
+            writer_lock(settings.database_url),
+            connect(settings.database_url) as conn,
         ):
-            lock.autocommit = True
-            wait_for_lock(lock)
-            try:
-                _rekey_outbox(conn, masker, result)
-                _rekey_files(lake.table(), masker, result)
-            finally:
-                unlock(lock)
+            _rekey_outbox(conn, masker, result)
+            _rekey_files(lake.table(), masker, result)
     finally:
         lake.close()
     return result
@@ -320,27 +315,22 @@ def maintain(
     lake = Lake.from_settings(settings)
     cache: dict[str, list[str]] = {}
     try:
-        with connect(settings.database_url) as lock, translated("maintain"):
-            lock.autocommit = True
-            wait_for_lock(lock)
-            try:
-                table = lake.table()
-                _compact(table, int(target_file_mb * (1 << 20)), result)
-                # Measured after compaction: with no age at all, its own
-                # rewrites expire at once and the files they replaced go now.
-                cutoff = (now or datetime.now(UTC)) - older_than
-                result.expired, result.deleted_files = _expire(table, cutoff, retain_last, cache)
-                # Orphan removal is safe only while writers are kept out: a
-                # file written by one that got in would look like an orphan.
-                # Checked after the cutoff: a writer let in later writes
-                # files younger than it, which stay.
-                still_locked(lock)
-                result.deleted_files += _orphans(table, cutoff, cache)
-                files = [f for day in partitions(table).values() for f in day]
-                result.data_files = len(files)
-                result.data_bytes = sum(f.file_size_in_bytes for f in files)
-            finally:
-                unlock(lock)
+        with translated("maintain"), writer_lock(settings.database_url) as lock:
+            table = lake.table()
+            _compact(table, int(target_file_mb * (1 << 20)), result)
+            # Measured after compaction: with no age at all, its own
+            # rewrites expire at once and the files they replaced go now.
+            cutoff = (now or datetime.now(UTC)) - older_than
+            result.expired, result.deleted_files = _expire(table, cutoff, retain_last, cache)
+            # Orphan removal is safe only while writers are kept out: a
+            # file written by one that got in would look like an orphan.
+            # Checked after the cutoff: a writer let in later writes
+            # files younger than it, which stay.
+            still_locked(lock)
+            result.deleted_files += _orphans(table, cutoff, cache)
+            files = [f for day in partitions(table).values() for f in day]
+            result.data_files = len(files)
+            result.data_bytes = sum(f.file_size_in_bytes for f in files)
     finally:
         lake.close()
     log.info("lake maintained", extra={"fields": vars(result)})

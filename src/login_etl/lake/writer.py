@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,22 @@ def unlock(conn: psycopg.Connection[Any]) -> None:
     """Release the writer lock (a closed connection releases it too)."""
     if not conn.closed:
         conn.execute(query("lake_unlock"))
+
+
+@contextmanager
+def writer_lock(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """Hold the writer lock on a connection of its own (admin commands); yield it.
+
+    Waits for a running pass to end; released on exit (and by the session's
+    end, should the process die first).
+    """
+    with connect(database_url) as lock:
+        lock.autocommit = True
+        wait_for_lock(lock)
+        try:
+            yield lock
+        finally:
+            unlock(lock)
 
 
 def forget(conn: psycopg.Connection[Any], mark: Mark) -> int:
