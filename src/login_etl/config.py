@@ -31,6 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from login_etl import kms, redact
 from login_etl.errors import ConfigError
+from login_etl.fields import STORED
 from login_etl.masking import Masker, check_key_length, decode_key
 
 
@@ -119,6 +120,29 @@ class Warehouse(click.ParamType):  # type: ignore[type-arg]
         self.fail("expected file:///absolute/path or s3://bucket/prefix", param, ctx)
 
 
+class FieldNames(click.ParamType):  # type: ignore[type-arg]
+    """Comma-separated flattened field names (``campaign,geo_city``), as a sorted tuple."""
+
+    name = "names"
+    _NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        """The distinct names, or a usage error naming the first bad one."""
+        if isinstance(value, tuple):
+            return value
+        names = [n.strip() for n in str(value).split(",")]
+        for name in names:
+            if not self._NAME.fullmatch(name):
+                self.fail(
+                    f"{name!r} is not a field name (1-256 of A-Z a-z 0-9 _ . -, comma-separated)",
+                    param,
+                    ctx,
+                )
+            if name in STORED:
+                self.fail(f"{name!r} is a column of its own, never an extra field", param, ctx)
+        return tuple(sorted(set(names)))
+
+
 class Choice(click.Choice):  # type: ignore[type-arg]
     """Case-insensitive choice that returns the canonical lower-case spelling."""
 
@@ -179,6 +203,13 @@ class Settings:
         "Lake stage: Iceberg warehouse for every loaded event (file:///path or "
         "s3://bucket/prefix; needs login-etl[lake]). Unset: no lake.",
         Warehouse(),
+    )
+    lake_extra_fields: tuple[str, ...] = setting(
+        "Lake stage: the event's other fields kept in the lake's extra column, by flattened "
+        "name (comma-separated, e.g. campaign,geo_city); every other field is left out, and "
+        "a kept one still is when it holds an address or the event's own ip or device id.",
+        FieldNames(),
+        (),
     )
     init_db: bool = setting("Create missing tables before running.", click.BOOL, True)
     log_format: str = setting("Log format.", Choice("text", "json"), "text")

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from login_etl import __version__
+from login_etl.lake.record import DROP_REASONS
 
 if TYPE_CHECKING:
     from login_etl.sink import WriteResult
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 LAG_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400, 4 * 86400)
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LOOP_STAGES = frozenset({"receive", "write", "delete", "extend", "prune", "lake"})
+LAKE_DROP_REASONS = frozenset(DROP_REASONS)  # why a lake record left a value out
 # Plain counters that map one-to-one onto a Prometheus counter.
 _COUNTERS = {
     "received": "Messages received from SQS (redeliveries included)",
@@ -101,6 +103,14 @@ class Metrics:
         self.outbox = Gauge(
             "login_etl_lake_outbox_rows", "Rows waiting in the lake outbox", registry=reg
         )
+        self.lake_dropped = Counter(
+            "login_etl_lake_values_dropped",
+            "Values left out of lake records (allowed extra fields, app_version_raw) by reason",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in LAKE_DROP_REASONS:
+            self.lake_dropped.labels(reason)  # a closed set, exported at 0 from the start
         Gauge("login_etl_build_info", "Version of this worker", ["version"], registry=reg).labels(
             __version__
         ).set(1)
@@ -145,6 +155,8 @@ class Stats:
     metrics: Metrics | None = field(default=None, repr=False)
     # Rows waiting in the lake outbox, as the lake writer last saw them.
     lake_outbox_rows: int = 0
+    # Values lake records left out, by reason.
+    lake_dropped_by_reason: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -206,6 +218,17 @@ class Stats:
         self.lake_outbox_rows = rows
         if self.metrics is not None:
             self.metrics.outbox.set(rows)
+
+    def lake_dropped(self, reasons: Sequence[str]) -> None:
+        """Record values lake records left out, one reason each (`LAKE_DROP_REASONS`)."""
+        with self._lock:
+            for reason in reasons:
+                by = self.lake_dropped_by_reason
+                by[reason] = by.get(reason, 0) + 1
+        if self.metrics is not None:
+            for reason in reasons:
+                if reason in LAKE_DROP_REASONS:
+                    self.metrics.lake_dropped.labels(reason).inc()
 
     @property
     def done(self) -> int:

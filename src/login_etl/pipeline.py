@@ -59,6 +59,8 @@ class Options:
     visibility_timeout: int | None = None
     # Rows carry the lake record's extra fields (the lake stage is on).
     lake: bool = False
+    # The flattened names the lake record keeps (LOGIN_ETL_LAKE_EXTRA_FIELDS).
+    lake_extra_fields: frozenset[str] = frozenset()
 
 
 class Pipeline:
@@ -287,13 +289,17 @@ class Pipeline:
     def _split(self, messages: list[Message]) -> Batch:
         rows: list[Row] = []
         rejections: list[Rejection] = []
-        masker, lake = self.masker, self.options.lake
+        masker, lake, allowed = self.masker, self.options.lake, self.options.lake_extra_fields
+        dropped: list[str] = []
         for m in messages:
-            out = transform(m, masker, lake=lake)
+            out = transform(m, masker, lake=lake, extra_fields=allowed)
             if isinstance(out, Row):
                 rows.append(out)
+                dropped += out.lake_dropped
             else:
                 rejections.append(out)
+        if dropped:
+            self.stats.lake_dropped(dropped)
         by_id: dict[str, Message] = {}  # built only if the sink refuses a row
 
         def reject_row(message_id: str, reason: str) -> Rejection:

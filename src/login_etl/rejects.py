@@ -102,17 +102,19 @@ def replay(
     reason: str | None = None,
     page: int = 500,
     lake: bool = False,
+    extra_fields: frozenset[str] = frozenset(),
 ) -> ReplayResult:
     """Re-run stored rejections (optionally one reason) through the current rules.
 
-    With `lake`, what loads now also gets its lake record in the outbox.
+    With `lake`, what loads now also gets its lake record in the outbox
+    (keeping the fields named in `extra_fields`).
     """
     result = ReplayResult()
     for rows in locked_pages(conn, "replay_select", {"reason": reason}, after="", page=page):
         for message_id, old_reason, sent_at, receive_count, sealed in rows:
             body = open_body(masker, sealed, message_id)
             message = Message(message_id, "", body, sent_at, receive_count)
-            new_reason = _replay_one(conn, message, masker, lake=lake)
+            new_reason = _replay_one(conn, message, masker, lake=lake, extra_fields=extra_fields)
             if new_reason is None:
                 result.loaded += 1
                 continue
@@ -126,10 +128,15 @@ def replay(
 
 
 def _replay_one(
-    conn: psycopg.Connection[Any], message: Message, masker: Masker, *, lake: bool = False
+    conn: psycopg.Connection[Any],
+    message: Message,
+    masker: Masker,
+    *,
+    lake: bool = False,
+    extra_fields: frozenset[str] = frozenset(),
 ) -> str | None:
     """Load one message if it passes now; return the reason when it still fails."""
-    out = transform(message, masker, lake=lake)
+    out = transform(message, masker, lake=lake, extra_fields=extra_fields)
     if not isinstance(out, Row):
         return out.reason
     try:

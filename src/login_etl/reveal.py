@@ -9,8 +9,12 @@ the reader's terminal.
 replaced by its mask (the one `user_logins` would hold, so it can be matched
 against loaded rows): at any depth, in flattened names (``{"device":
 {"id": …}}``), in names that end in one (``client_ip``, ``old_device_id``),
-and inside an SNS envelope's message. A body that is not JSON cannot be
-searched for those fields, so it is hidden whole.
+and inside an SNS envelope's message; a string that is an address is masked
+as an ip wherever it sits. Everywhere else, in keys, strings and numbers,
+what `scan` finds is replaced by a marker: any address inside a text
+(``"from [address]:443"``), and the body's own ip and device id (the values
+of those fields) in any case (``{"[device_id]": 1}``). A body that is not
+JSON cannot be searched for those fields, so it is hidden whole.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from login_etl import scan
 from login_etl.events import canonical_ip
 from login_etl.fields import address_field
 from login_etl.masking import Masker
@@ -73,7 +78,10 @@ def masked_body(body: str, masker: Masker) -> str:
     """`body` re-encoded with every ip and device_id masked; hidden whole if not JSON."""
     try:
         doc = _DECODER.decode(body)
-        return _encode(_walk(doc, "", masker))
+        ips: list[str] = []
+        device_ids: list[str] = []
+        _own_values(doc, "", {"ip": ips, "device_id": device_ids})
+        return _encode(_walk(doc, "", masker, scan.Own.of(ips, device_ids)))
     except (ValueError, RecursionError):
         return f"[{len(body)} characters, not JSON: hidden; --reveal-pii shows them]"
 
@@ -83,28 +91,62 @@ def _pii_field(name: str) -> str | None:
     return address_field(name)
 
 
-def _walk(value: Any, prefix: str, masker: Masker) -> Any:
+def _own_values(value: Any, prefix: str, found: dict[str, list[str]]) -> None:
+    """Collect the texts of every ip and device_id field (as `_walk` finds them) into `found`."""
+    if type(value) is _Object:
+        for key, child in value:
+            field = _pii_field(prefix + key)
+            if field is not None:
+                _leaves(child, found[field])
+            else:
+                _own_values(child, prefix + key + "_", found)
+    elif isinstance(value, list):
+        for item in value:
+            _own_values(item, "", found)
+    elif type(value) is str and value.strip("\ufeff \t\n\r")[:1] in ("{", "["):
+        try:
+            _own_values(_DECODER.decode(value.strip("\ufeff \t\n\r")), "", found)
+        except (ValueError, RecursionError):
+            pass  # hidden whole by `_walk`
+
+
+def _leaves(value: Any, into: list[str]) -> None:
+    if type(value) is _Object:
+        for _, child in value:
+            _leaves(child, into)
+    elif isinstance(value, list):
+        for item in value:
+            _leaves(item, into)
+    elif isinstance(value, str):  # strings and numbers as written
+        into.append(value)
+
+
+def _walk(value: Any, prefix: str, masker: Masker, own: scan.Own) -> Any:
     """`value` with PII masked; `prefix` is the flattened name of the enclosing objects."""
     if type(value) is _Object:
         out = _Object()
         for key, child in value:
             field = _pii_field(prefix + key)
+            shown = scan.redact(key, own)
             if field is not None:
-                out.append((key, _mask(field, child, masker)))
+                out.append((shown, _mask(field, child, masker)))
             else:
-                out.append((key, _walk(child, prefix + key + "_", masker)))
+                out.append((shown, _walk(child, prefix + key + "_", masker, own)))
         return out
     if isinstance(value, list):
-        return [_walk(item, "", masker) for item in value]
+        return [_walk(item, "", masker, own) for item in value]
     if type(value) is str and value.strip("\ufeff \t\n\r")[:1] in ("{", "["):
         try:  # an envelope's message: JSON inside a string (a BOM before it too)
             inner = _DECODER.decode(value.strip("\ufeff \t\n\r"))
         except (ValueError, RecursionError):
             # Cannot be searched for PII fields, like a body that is not JSON: hidden.
             return f"[{len(value)} characters, not JSON: hidden; --reveal-pii shows them]"
-        return _encode(_walk(inner, "", masker))
+        return _encode(_walk(inner, "", masker, own))
     if type(value) is str and canonical_ip(value.strip()) is not None:
         return _mask("ip", value, masker)  # an address under an innocent name
+    if isinstance(value, str):  # a string, or a number as written (shown as a string if cut)
+        shown = scan.redact(value, own)
+        return value if shown == value else shown
     return value
 
 

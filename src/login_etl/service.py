@@ -55,6 +55,7 @@ def pipeline_options(
         shutdown_timeout=float(settings.shutdown_timeout),
         visibility_timeout=visibility_timeout,
         lake=bool(settings.lake_warehouse),
+        lake_extra_fields=frozenset(settings.lake_extra_fields),
     )
 
 
@@ -309,7 +310,13 @@ def replay_rejections(settings: Settings, *, reason: str | None) -> rejects.Repl
     """Re-run stored rejections through the current rules."""
     masker = settings.masker()
     with session(settings.database_url) as conn:
-        return rejects.replay(conn, masker, reason=reason, lake=bool(settings.lake_warehouse))
+        return rejects.replay(
+            conn,
+            masker,
+            reason=reason,
+            lake=bool(settings.lake_warehouse),
+            extra_fields=frozenset(settings.lake_extra_fields),
+        )
 
 
 def prune_ledger(

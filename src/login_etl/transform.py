@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from login_etl.events import Invalid, parse_event
-from login_etl.lake.record import extra_fields
+from login_etl.lake.record import keep
 from login_etl.masking import MASK_MAX_CHARS, Masker
 
 
@@ -56,9 +56,11 @@ class Row(msgspec.Struct, frozen=True, gc=False):
     create_date: date
     sent_at: datetime
     # For the lake stage only (`transform(..., lake=True)`): the full version
-    # text and the event's other fields as JSON.
+    # text and the event's allowed other fields as JSON (`lake.record`), and a
+    # reason for each value they left out.
     app_version_raw: str = ""
     extra: str = "{}"
+    lake_dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +95,18 @@ def reject(message: Message, reason: str, masker: Masker) -> Rejection:
     )
 
 
-def transform(message: Message, masker: Masker, *, lake: bool = False) -> Row | Rejection:
+def transform(
+    message: Message,
+    masker: Masker,
+    *,
+    lake: bool = False,
+    extra_fields: frozenset[str] = frozenset(),
+) -> Row | Rejection:
     """Validate and mask one message; never raises.
 
-    With `lake`, the row also carries the event's other fields for the lake
-    stage (a second decode of the body, so only when the lake is on).
+    With `lake`, the row also carries what the lake keeps beyond the stored
+    fields: the full version text and the fields named in `extra_fields`
+    (a second decode of the body, only when some are named).
     """
     event = parse_event(message.body, message.sent_at)
     if isinstance(event, Invalid):
@@ -108,6 +117,11 @@ def transform(message: Message, masker: Masker, *, lake: bool = False) -> Row | 
     masked_device_id = masker.mask("device_id", event.device_id)
     if len(masked_device_id) > MASK_MAX_CHARS:
         return reject(message, "mask_too_long:device_id", masker)
+    extra, version, dropped = "{}", event.app_version_raw, tuple[str, ...]()
+    if lake:
+        extra, version, dropped = keep(
+            message.body, version, extra_fields, ip=event.ip, device_id=event.device_id
+        )
     return Row(
         message_id=message.message_id,
         user_id=event.user_id,
@@ -118,8 +132,7 @@ def transform(message: Message, masker: Masker, *, lake: bool = False) -> Row | 
         app_version=event.app_version,
         create_date=event.create_date,
         sent_at=message.sent_at,
-        app_version_raw=event.app_version_raw,
-        extra=(
-            extra_fields(message.body, ip=event.ip, device_id=event.device_id) if lake else "{}"
-        ),
+        app_version_raw=version,
+        extra=extra,
+        lake_dropped=dropped,
     )

@@ -53,6 +53,14 @@ METRICS: dict[str, tuple[str, dict[str, frozenset[str] | None]]] = {
     "login_etl_in_hand": ("gauge", {}),
     "login_etl_last_commit_timestamp_seconds": ("gauge", {}),
     "login_etl_lake_outbox_rows": ("gauge", {}),
+    "login_etl_lake_values_dropped_total": (
+        "counter",
+        {
+            "reason": frozenset(
+                {"address", "own_ip", "own_device_id", "not_unicode", "number", "too_large"}
+            )
+        },
+    ),
     "login_etl_build_info": ("gauge", {"version": None}),
 }
 # prometheus-client's default process collector, and Prometheus's own `up`.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import combinations
@@ -17,7 +16,6 @@ from hypothesis import strategies as st
 from login_etl.config import Settings
 from login_etl.errors import ConfigError
 from login_etl.lake.backfill import choose_dates
-from login_etl.lake.record import extra_fields
 from login_etl.lake.rewrite import BIG_ENOUGH, bins
 from login_etl.lake.table import Mark, sqlalchemy_url
 from login_etl.masking import Masker
@@ -32,94 +30,6 @@ BASE = {
     "locale": "RU",
     "device_id": "593-47-5928",
 }
-
-
-def test_extra_fields_of_a_plain_event_are_empty() -> None:
-    assert extra_fields(json.dumps(BASE)) == "{}"
-
-
-def test_extra_fields_flatten_sort_and_drop_stored_and_address_like_names() -> None:
-    body = {
-        **BASE,
-        "zeta": 1,
-        "geo": {"city": "Riga", "client": {"ip": "10.0.0.1"}},
-        "old_device_id": "111-11-1111",
-        "alpha": [1, "two", None],
-    }
-    assert json.loads(extra_fields(json.dumps(body))) == {
-        "alpha": [1, "two", None],
-        "geo_city": "Riga",
-        "zeta": 1,
-    }
-    text = extra_fields(json.dumps(body))
-    assert list(json.loads(text)) == sorted(json.loads(text))
-    assert "10.0.0.1" not in text and "111-11-1111" not in text
-
-
-@pytest.mark.parametrize(
-    "field",
-    [
-        {"sessions": [{"ip": "10.20.30.41", "device_id": "SECRETDEV2", "n": 1}]},
-        {"IP": "10.20.30.42"},
-        {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"ip": "10.20.30.43"}}}}}}}}}},
-        {"Device_ID": "SECRETDEV2"},
-        {"device": {"ID": "SECRETDEV2"}},
-        {"ip_address": "10.20.30.44"},
-        {"ipAddress": "10.20.30.45"},
-        {"deviceId": "SECRETDEV2"},
-        {"ips": ["10.20.30.46", "10.20.30.47"]},
-        {"ctx": '{"ip": "10.20.30.48"}'},
-        {"note": "10.20.30.49"},  # an address under an innocent name
-        {"peer": "2001:DB8::1"},
-        {"copy": "593-47-5928"},  # the event's own device id under another name
-        {"list": [[["10.20.30.50"]]]},
-    ],
-)
-def test_extra_fields_never_keep_an_address_or_a_device_id(field: dict) -> None:
-    body = json.dumps({**BASE, **field, "campaign": "c1"})
-    text = extra_fields(body, ip=BASE["ip"], device_id=BASE["device_id"])
-    for secret in ("10.20.30.", "SECRETDEV2", "2001:", "593-47-5928", "199.172.111.135"):
-        assert secret.lower() not in text.lower(), text
-    assert json.loads(text)["campaign"] == "c1"  # the rest is kept
-
-
-def test_extra_fields_cost_stays_proportional_to_the_body() -> None:
-    """A very long parent key over many children once built a name per child."""
-    body = json.dumps({**BASE, "k" * 200_000: {str(i): i for i in range(5_000)}})
-    started = time.process_time()
-    text = extra_fields(body)
-    assert time.process_time() - started < 1.0
-    assert text == "{}"  # names longer than MAX_NAME are left out
-    wide = json.dumps({**BASE, "wide": {f"f{i}": "x" * 20 for i in range(5_000)}})
-    assert extra_fields(wide) == '{"_omitted":"too_large"}'
-
-
-def test_extra_fields_nested_stored_names_and_sns_envelope() -> None:
-    inner = {**BASE, "device": {"model": "x1"}, "score": float("nan")}
-    del inner["device_id"]
-    inner["device"]["id"] = "593-47-5928"
-    envelope = {"Type": "Notification", "Message": json.dumps(inner), "MessageId": "n"}
-    assert json.loads(extra_fields(json.dumps(envelope))) == {
-        "device_model": "x1",
-        "score": None,
-    }
-
-
-def test_extra_fields_is_ascii_json_even_for_lone_surrogates() -> None:
-    text = extra_fields(json.dumps({**BASE, "note": "caf\u00e9 \ud800"}))
-    assert text.isascii()
-    assert json.loads(text) == {"note": "caf\u00e9 \ud800"}
-
-
-def test_transform_fills_lake_fields_only_when_asked() -> None:
-    body = json.dumps({**BASE, "campaign": "spring"})
-    message = Message("m1", "r", body, datetime(2026, 1, 2, tzinfo=UTC))
-    masker = Masker(KEY_A)
-    plain, lake = transform(message, masker), transform(message, masker, lake=True)
-    assert isinstance(plain, Row) and isinstance(lake, Row)
-    assert plain.app_version_raw == lake.app_version_raw == "2.3.0"
-    assert lake.extra == '{"campaign":"spring"}' and plain.extra == "{}"
-    assert plain.app_version == lake.app_version
 
 
 def test_transform_keeps_the_full_app_version() -> None:

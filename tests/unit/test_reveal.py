@@ -7,9 +7,10 @@ import json
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from login_etl import scan
 from login_etl.masking import Masker
 from login_etl.reveal import escape, masked_body
 from tests.unit.helpers import KEY_A, RECORD
@@ -169,6 +170,24 @@ def test_generated_bodies_mask_every_ip_and_device_id(doc: object) -> None:
             return False
         return "%" not in text
 
+    own_values: dict[str, list[str]] = {"ip": [], "device_id": []}
+
+    def collect(value: object, into: list[str] | None, prefix: str = "") -> None:
+        if isinstance(value, dict):
+            for key, child in value.items():
+                name = prefix + key
+                field = "ip" if is_pii(name) and "ip" in name.lower() else "device_id"
+                collect(child, own_values[field] if is_pii(name) else into, name + "_")
+        elif isinstance(value, list):
+            for item in value:
+                collect(item, into)
+        elif into is not None and type(value) in (str, int):
+            into.append(value if isinstance(value, str) else json.dumps(value))
+
+    collect(doc, None)
+    own = scan.Own.of(own_values["ip"], own_values["device_id"])
+    assume(not any(scan.finding(k, own) for k in ("ip", "device_id", "device", "id", "x")))
+
     def check(original: object, masked: object, prefix: str = "") -> None:
         if isinstance(original, dict):
             assert isinstance(masked, dict) and masked.keys() == original.keys()
@@ -186,7 +205,11 @@ def test_generated_bodies_mask_every_ip_and_device_id(doc: object) -> None:
         elif isinstance(original, str) and is_address(original):
             assert isinstance(masked, str) and masked.startswith(masker.key_id + ".")
         elif not (isinstance(original, str) and original.strip("\ufeff \t\n\r")[:1] in ("{", "[")):
-            assert masked == original
+            text = original if isinstance(original, str) else json.dumps(original)
+            if original is None or isinstance(original, bool) or not scan.finding(text, own):
+                assert masked == original
+            else:  # an address inside a text, or a copy of the body's own ip or device id
+                assert isinstance(masked, str) and scan.finding(masked, own) is None
 
     check(doc, shown)
 
@@ -209,3 +232,32 @@ def test_hostile_shapes_reveal_nothing(masker: Masker, body: str) -> None:
     assert "10.20.30.40" not in shown
     if "deviceId" in body or "Device-ID" in body or '"ID"' in body or "Message" in body:
         assert shown.count("SECRETDEV1") <= body.count('"other": "SECRETDEV1"')
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ('{"device_id": "SECRETDEV-9", "note": "from 198.51.100.99:443"}', "from [address]:443"),
+        ('{"device_id": "SECRETDEV-9", "x": {"SECRETDEV-9": 1}}', {"[device_id]": 1}),
+        ('{"device_id": "SECRETDEV-9", "udid": "SECRETDEV-9"}', "[device_id]"),
+        ('{"device_id": "SECRETDEV-9", "x": "secretdev-9/b"}', "[device_id]/b"),
+        ('{"device_id": "5934759281", "x": 5934759281}', "[device_id]"),
+        ('{"ip": "203.0.113.7", "x": 3405803783}', "[ip]"),
+        ('{"ip": "203.0.113.7", "x": "http://203.0.113.7/login"}', "http://[address]/login"),
+        ('{"x": "see [2001:DB8::1]:443"}', "see [[address]]:443"),
+        ('{"x": ["203.0.113.7:1"]}', ["[address]:1"]),
+        ('{"x": {"seen_198.51.100.1": true}}', {"seen_[address]": True}),
+        ('{"x": "\\uff11\\uff19\\uff18.51.100.99"}', "[hidden]"),
+        ('{"x": "2.3.0 ok"}', "2.3.0 ok"),
+    ],
+)
+def test_masked_mode_hides_addresses_and_own_values_anywhere(
+    masker: Masker, body: str, shown: object
+) -> None:
+    text = masked_body(body, masker)
+    assert json.loads(text)["x" if '"x"' in body else ("note" if "note" in body else "udid")] == (
+        shown
+    )
+    for plain in ("198.51.100", "SECRETDEV-9", "secretdev-9", "5934759281", "3405803783"):
+        assert plain not in text
+    assert "2001:" not in text.lower() and "203.0.113.7" not in text

@@ -35,6 +35,7 @@ PIPELINE = (
     "shutdown_timeout",
     "metrics_port",
     "lake_warehouse",
+    "lake_extra_fields",
     "init_db",
     "log_format",
     "log_level",
@@ -99,7 +100,7 @@ class Group(click.Group):
 
 def _help(spec: Spec) -> str:
     extra = [f"unit: {spec.unit}"] if spec.unit else []
-    if spec.default not in (None, ""):
+    if spec.default not in (None, "", ()):
         default = str(spec.default).lower() if isinstance(spec.default, bool) else spec.default
         extra.append(f"default: {default}")
     return f"{spec.help} [{'; '.join(extra)}]" if extra else spec.help

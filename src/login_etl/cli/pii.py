@@ -155,11 +155,20 @@ def rejects_list(
 
 
 @rejects.command("replay")
-@settings_options("database_url", "masking_key", "masking_old_keys", "lake_warehouse")
+@settings_options(
+    "database_url", "masking_key", "masking_old_keys", "lake_warehouse", "lake_extra_fields"
+)
 @click.option("--reason", help="Only rejections with this reason.")
 def rejects_replay(reason: str | None, **flags: Any) -> None:
     """Re-run stored rejections through the current rules; load what passes now."""
-    settings = load(flags, "database_url", "masking_key", "masking_old_keys", "lake_warehouse")
+    settings = load(
+        flags,
+        "database_url",
+        "masking_key",
+        "masking_old_keys",
+        "lake_warehouse",
+        "lake_extra_fields",
+    )
     result = service.replay_rejections(settings, reason=reason)
     still = sum(result.still_rejected.values())
     click.echo(f"examined {result.examined}, loaded {result.loaded}, still rejected {still}")

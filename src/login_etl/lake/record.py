@@ -1,128 +1,195 @@
-"""The lake record's `extra` column: an event's other fields as JSON (pure).
+"""What the lake record keeps beyond the stored fields (pure): deny by default.
 
-`user_logins` keeps six fields of an event; the lake keeps the rest too. The
-fields are flattened the way the stored ones are (``{"geo": {"city": …}}`` →
-``geo_city``) and written as sorted, ASCII-only JSON text.
+`user_logins` keeps six fields of an event; the lake can keep more, in its
+`extra` column, but only fields the operator names: a flattened name
+(``{"geo": {"city": …}}`` → ``geo_city``) in ``LOGIN_ETL_LAKE_EXTRA_FIELDS``.
+Nothing else the producer sends reaches the lake, so by default `extra` is
+``{}``.
 
-The lake never holds a plaintext address or device id, whatever the
-producer sends. Left out, at any depth and inside arrays:
+An allowed field is still left out when its name or any value in it (every
+leaf of an array or of an object inside one, keys included) holds an address
+or the event's own ip or device id (`login_etl.scan`), or cannot be strict
+JSON: a string with a lone surrogate, a number that is not finite (``NaN``,
+``1e999``) or an integer beyond 64 bits. Inside an array only the offending
+element (or key and value) goes. `app_version_raw` is emptied by the same
+scan. Each value left out is counted by its reason (`DROP_REASONS`).
 
-* the stored fields (they have columns; ``ip`` and ``device_id`` only as masks);
-* any field whose name, split into words (``client_ip``, ``ipAddress``,
-  ``Device-ID``, ``device: {id: …}``), holds ``ip``, ``ips``, ``ipv4``,
-  ``ipv6``, ``ipaddress`` or both ``device`` and ``id``;
-* any string that is an IP address, that equals the event's own ip or
-  device id, or that is itself JSON (``"{\\"ip\\": …}"``), wherever it sits.
-
-Cost stays proportional to the body: a flattened name longer than
-`MAX_NAME` characters, and anything deeper than `MAX_DEPTH`, is left out,
-and an `extra` over `MAX_BYTES` is replaced by ``{"_omitted":"too_large"}``.
+The text is sorted, ASCII-only RFC 8259 JSON. Cost stays proportional to the
+body: names over `MAX_NAME` characters and anything deeper than `MAX_DEPTH`
+are left out, and an `extra` over `MAX_BYTES` is replaced by
+``{"_omitted":"too_large"}``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
-from login_etl.fields import STORED, address_field
+from login_etl import scan
+from login_etl.fields import STORED
 
 EMPTY = "{}"
 TOO_LARGE = '{"_omitted":"too_large"}'
 MAX_DEPTH = 8
 MAX_NAME = 256
 MAX_BYTES = 64 * 1024
+NOT_UNICODE = "not_unicode"
+NUMBER = "number"
+TOO_LARGE_REASON = "too_large"
+# Why a value was left out: the closed label set of the drop counter.
+DROP_REASONS = (scan.ADDRESS, scan.OWN_IP, scan.OWN_DEVICE_ID, NOT_UNICODE, NUMBER, "too_large")
 _STORED = frozenset(STORED)
+_INT64 = 1 << 63
 _DROP = object()
 
 
-def _decode(text: str) -> Any:
-    # NaN and Infinity are not JSON values: keep them as null.
-    return json.loads(text, parse_constant=lambda _name: None)
+class _Number(str):
+    """A JSON number or constant as written: scanned as text, converted only if kept."""
+
+    __slots__ = ()
+
+
+_DECODER = json.JSONDecoder(parse_int=_Number, parse_float=_Number, parse_constant=_Number)
+
+
+class Kept(NamedTuple):
+    """What the lake keeps of one event beyond its columns, and why anything was left out."""
+
+    extra: str
+    app_version_raw: str
+    dropped: tuple[str, ...] = ()  # one reason (DROP_REASONS) per value left out
 
 
 def _event_object(body: str) -> dict[str, Any] | None:
     """The event's JSON object (unwrapped from an SNS envelope), or None."""
     try:
-        doc = _decode(body)
+        doc = _DECODER.decode(body)
         if isinstance(doc, dict) and doc.get("Type") == "Notification":
             inner = doc.get("Message")
             if isinstance(inner, str):
-                doc = _decode(inner)
+                doc = _DECODER.decode(inner)
     except (ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 
 
-def pii_name(name: str) -> bool:
-    """True when a field named `name` (flattened or not) may hold an address or a device id."""
-    return address_field(name) is not None
+def _prefixes(allowed: frozenset[str]) -> frozenset[str]:
+    """Every ``name_`` that a nested object must flatten under to reach an allowed name."""
+    out = set()
+    for name in allowed:
+        at = name.find("_")
+        while at != -1:
+            out.add(name[: at + 1])
+            at = name.find("_", at + 1)
+    return frozenset(out)
 
 
-class _Scrubber:
-    """Walks one event's other fields, keeping what cannot identify an address or device."""
+class _Keeper:
+    """Walks one event's fields, keeping the allowed ones that identify no address or device."""
 
-    def __init__(self, own: frozenset[str]) -> None:
-        self._own = own  # the event's own ip and device id, in any spelling we can know
+    def __init__(self, allowed: frozenset[str], own: scan.Own) -> None:
+        self._allowed = allowed
+        self._prefixes = _prefixes(allowed)
+        self._own = own
+        self.dropped: list[str] = []
 
-    def value(self, value: Any, name: str, depth: int) -> Any:
+    def _why(self, text: str) -> str | None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: DuckDB refuses the whole column
+            return NOT_UNICODE
+        return scan.finding(text, self._own)
+
+    def text(self, text: str) -> bool:
+        """True when `text` may be kept; otherwise its reason is counted."""
+        why = self._why(text)
+        if why is not None:
+            self.dropped.append(why)
+        return why is None
+
+    def value(self, value: Any, depth: int) -> Any:
+        """`value` as kept, or `_DROP` (its reasons counted)."""
+        if type(value) is _Number:
+            return self._number(value)
+        if isinstance(value, str):
+            return value if self.text(value) else _DROP
+        if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+            return _DROP
         if isinstance(value, dict):
-            if depth >= MAX_DEPTH:
-                return _DROP
             kept = {}
             for key, inner in value.items():
-                if pii_name(f"{name}_{key}"):
+                if not self.text(key):
                     continue
-                cleaned = self.value(inner, f"{name}_{key}", depth + 1)
+                cleaned = self.value(inner, depth + 1)
                 if cleaned is not _DROP:
                     kept[key] = cleaned
             return kept
         if isinstance(value, list):
-            if depth >= MAX_DEPTH:
-                return _DROP
-            items = (self.value(v, name, depth + 1) for v in value)
+            items = (self.value(v, depth + 1) for v in value)
             return [v for v in items if v is not _DROP]
-        if isinstance(value, str) and self._sensitive(value):
-            return _DROP
-        return value
+        return value  # true, false, null
 
-    def _sensitive(self, text: str) -> bool:
-        stripped = text.strip()
-        if stripped in self._own or stripped[:1] in ("{", "["):
-            return True
-        if len(stripped) <= 64 and (":" in stripped or "." in stripped):
-            try:
-                ipaddress.ip_address(stripped.split("%", 1)[0])
-            except ValueError:
-                return False
-            return True
-        return False
+    def _number(self, raw: str) -> Any:
+        if not self.text(raw):
+            return _DROP
+        number: int | float
+        if raw.lstrip("-").isdigit():
+            number = int(raw) if len(raw) <= 20 else _INT64  # longer: beyond 64 bits anyway
+            if -_INT64 <= number < _INT64:
+                return number
+        else:
+            number = float(raw)  # NaN, Infinity and 1e999 come back not finite
+            if math.isfinite(number) and self.text(repr(number)):
+                return number
+        self.dropped.append(NUMBER)
+        return _DROP
 
     def flatten(self, obj: dict[str, Any], prefix: str, depth: int, out: dict[str, Any]) -> None:
+        """Put the allowed fields under `obj` into `out`, by flattened name."""
         for key, value in obj.items():
             name = f"{prefix}{key}"
-            if len(name) > MAX_NAME or name in _STORED or pii_name(name) or name in out:
+            if len(name) > MAX_NAME or name in out or name in _STORED:
                 continue
             if isinstance(value, dict) and depth < MAX_DEPTH:
-                self.flatten(value, f"{name}_", depth + 1, out)
+                if f"{name}_" in self._prefixes:
+                    self.flatten(value, f"{name}_", depth + 1, out)
                 continue
-            cleaned = self.value(value, name, depth + 1)
+            if name not in self._allowed or not self.text(name):
+                continue
+            cleaned = self.value(value, depth + 1)
             if cleaned is not _DROP:
                 out[name] = cleaned
 
 
-def extra_fields(body: str, *, ip: str = "", device_id: str = "") -> str:
-    """The other fields of a valid event `body` as JSON text (``{}`` when none).
+def keep(
+    body: str, app_version_raw: str, allowed: frozenset[str], *, ip: str, device_id: str
+) -> Kept:
+    """What the lake keeps of a valid event `body`: its allowed fields and full version text.
 
-    `ip` and `device_id` are the event's own values: any copy of them is left out.
+    `ip` and `device_id` are the event's own values: a field or version
+    holding either (in any case) is left out, as is one holding an address.
     """
-    doc = _event_object(body)
-    if doc is None:
-        return EMPTY
-    flat: dict[str, Any] = {}
-    own = frozenset(v for v in (ip, device_id) if v)
-    _Scrubber(own).flatten(doc, "", 0, flat)
-    if not flat:
-        return EMPTY
-    text = json.dumps(flat, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return TOO_LARGE if len(text) > MAX_BYTES else text
+    own = scan.Own.of([ip], [device_id])
+    keeper = _Keeper(allowed, own)
+    version = app_version_raw if keeper.text(app_version_raw) else ""
+    extra = EMPTY
+    doc = _event_object(body) if allowed else None
+    if doc is not None:
+        flat: dict[str, Any] = {}
+        keeper.flatten(doc, "", 0, flat)
+        if flat:
+            extra = json.dumps(
+                flat, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+            )
+        if len(extra) > MAX_BYTES:
+            extra = TOO_LARGE
+            keeper.dropped.append(TOO_LARGE_REASON)
+    return Kept(extra, version, tuple(keeper.dropped))
+
+
+def extra_fields(
+    body: str, allowed: frozenset[str] = frozenset(), *, ip: str = "", device_id: str = ""
+) -> str:
+    """The allowed fields of a valid event `body` as JSON text (``{}`` when none)."""
+    return keep(body, "", allowed, ip=ip, device_id=device_id).extra
