@@ -219,8 +219,8 @@ def address_field(name: str) -> str | None:
 
     The name is split into lower-case words (``ipAddress``, ``client_ip``,
     ``Device-ID``, a flattened ``device_id``): a word like ``ip`` makes it an
-    address, ``device`` with ``id`` (or ``deviceid``) a device id. The lake's
-    `extra` leaves such fields out and `rejects list --show-bodies` masks them.
+    address, ``device`` with ``id`` (or ``deviceid``) a device id. `rejects list --show-bodies`
+    masks such fields.
     """
     found = frozenset(w.lower() for w in _WORDS.findall(name))
     if found & _IP_WORDS:

@@ -456,12 +456,21 @@ def lake_records(env) -> list[dict[str, Any]]:
         lake.close()
 
 
-def load_directly(env, bodies: list[str], sent_at: datetime = LAKE_DAY, start: int = 0) -> None:
-    """Load bodies through the sink with the lake on, as a worker's batch would."""
+def load_directly(
+    env,
+    bodies: list[str],
+    sent_at: datetime = LAKE_DAY,
+    start: int = 0,
+    extra_fields: frozenset[str] = frozenset(),
+) -> None:
+    """Load bodies through the sink with the lake on, as a worker's batch would.
+
+    `extra_fields` are the names the lake record keeps (LOGIN_ETL_LAKE_EXTRA_FIELDS).
+    """
     masker = Masker(decode_key(env.key))
     messages = [Message(f"m-{start + i}", "r", b, sent_at) for i, b in enumerate(bodies)]
     by_id = {m.message_id: m for m in messages}
-    rows = [r for r in (transform(m, masker, lake=True) for m in messages)]
+    rows = [transform(m, masker, lake=True, extra_fields=extra_fields) for m in messages]
     sink = PostgresSink(env.database_url, lake=True)
     try:
         sink.write(

@@ -70,8 +70,9 @@ def drain_with_lake(env, source: SqsSource) -> None:
 
 @both
 def test_drain_with_lost_deletes_leaves_one_lake_record_per_message(
-    lake_env, sqs_client, warehouse
+    lake_env, sqs_client, warehouse, monkeypatch
 ) -> None:
+    monkeypatch.setenv("LOGIN_ETL_LAKE_EXTRA_FIELDS", "campaign,session_length")
     sqs_client.set_queue_attributes(
         QueueUrl=lake_env.queue_url, Attributes={"VisibilityTimeout": "2"}
     )

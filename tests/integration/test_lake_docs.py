@@ -26,7 +26,13 @@ def test_duckdb_examples_in_the_docs(lake_env, monkeypatch) -> None:
     for n in range(3):  # three days; devices repeat across them
         # 25 devices: each logs in on more than one day.
         day = [event(i, device_id=f"{100 + i % 25}-00-0000") for i in range(n * 40, n * 40 + 40)]
-        load_directly(lake_env, [json.dumps(e) for e in day], DAY + timedelta(days=n), n * 40)
+        load_directly(
+            lake_env,
+            [json.dumps(e) for e in day],
+            DAY + timedelta(days=n),
+            n * 40,
+            extra_fields=frozenset({"campaign"}),  # LOGIN_ETL_LAKE_EXTRA_FIELDS=campaign
+        )
         events += [(e, (DAY + timedelta(days=n)).date()) for e in day]
     flush(lake_env)
     monkeypatch.setenv("LAKE_CATALOG_URI", sqlalchemy_url(lake_env.database_url))

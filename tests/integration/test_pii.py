@@ -261,6 +261,57 @@ def test_show_bodies_masks_pii_unless_revealed_and_audits_both(etl_env, sqs_clie
     assert "203.0.113.77" not in dump_text(etl_env.database_url)
 
 
+HOSTILE_BODY = json.dumps(
+    {
+        "user_id": "u-hostile",
+        "ip": "198.51.100.98",
+        "device_id": "SECRETDEV-9",
+        "app_version": "x",  # rejected: the body is sealed, then listed
+        "note": "from 198.51.100.99:443",
+        "seen": {"SECRETDEV-9": 1},
+        "udid": "SECRETDEV-9",
+        "hwid": "secretdev-9",
+        "v6": "via [2001:db8::7]:443",
+        "referrer": "http://198.51.100.98/login",
+        "hops": ["198.51.100.97:1"],
+        "ipnum": 3325256802,
+    }
+)
+
+
+def test_show_bodies_masks_addresses_and_own_values_in_any_place(etl_env, sqs_client) -> None:
+    load(etl_env, sqs_client, [HOSTILE_BODY])
+    masker = Masker(decode_key(etl_env.key))
+    masked = cli(etl_env.vars(), "rejects", "list", "--json", "--show-bodies", *WHY)
+    assert masked.returncode == 0, masked.stderr
+    for plain in ("198.51.100", "secretdev-9", "2001:db8", "3325256802"):
+        assert plain not in masked.stdout.lower(), plain
+    shown = json.loads(json.loads(masked.stdout)["recent"][0]["body"])
+    assert shown == {
+        "user_id": "u-hostile",
+        "ip": masker.mask("ip", "198.51.100.98"),
+        "device_id": masker.mask("device_id", "SECRETDEV-9"),
+        "app_version": "x",
+        "note": "from [address]:443",
+        "seen": {"[device_id]": 1},
+        "udid": "[device_id]",
+        "hwid": "[device_id]",
+        "v6": "via [[address]]:443",
+        "referrer": "http://[address]/login",
+        "hops": ["[address]:1"],
+        "ipnum": "[ip]",  # 198.51.100.98 as a 32-bit integer
+    }
+    revealed = cli(
+        etl_env.vars(), "rejects", "list", "--json", "--show-bodies", "--reveal-pii", *WHY
+    )
+    assert revealed.returncode == 0, revealed.stderr
+    assert json.loads(revealed.stdout)["recent"][0]["body"] == HOSTILE_BODY
+    assert [r[2:5] for r in audit_rows(etl_env.database_url)] == [
+        ("rejects list --show-bodies", "body", 1),
+        ("rejects list --show-bodies --reveal-pii", "body,ip,device_id", 1),
+    ]
+
+
 def test_show_bodies_escapes_control_characters_in_text_output(etl_env, sqs_client) -> None:
     load(etl_env, sqs_client, ["not json \x1b[31m red"])
     done = cli(etl_env.vars(), "rejects", "list", "--show-bodies", "--reveal-pii", *WHY)
