@@ -489,3 +489,25 @@ def lake_flush(env, *extra: str) -> str:
     done = cli(env.vars(LOGIN_ETL_LAKE_WAREHOUSE=env.warehouse), "lake", "flush", *extra)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def warehouse_bytes(warehouse: str) -> bytes:
+    """Every byte of every file in the warehouse (parquet pages are uncompressed-scanned too)."""
+    import boto3
+    import pyarrow.parquet as pq
+
+    out = []
+    if warehouse.startswith("file://"):
+        root = warehouse.removeprefix("file://")
+        for folder, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                out.append(Path(path).read_bytes())
+                if name.endswith(".parquet"):
+                    out.append(json.dumps(pq.read_table(path).to_pylist(), default=str).encode())
+        return b"\n".join(out)
+    s3 = boto3.client("s3")
+    bucket = warehouse.removeprefix("s3://").split("/")[0]
+    for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        out.append(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+    return b"\n".join(out)

@@ -17,7 +17,6 @@ import textwrap
 import time
 from collections import Counter
 from datetime import UTC, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -34,7 +33,7 @@ from login_etl.sqs import SqsSource
 from login_etl.transform import Message, transform
 
 from .helpers import LAKE_DAY as DAY
-from .helpers import cli, dump_text, lake_records, load_directly, query, scalar
+from .helpers import cli, dump_text, lake_records, load_directly, query, scalar, warehouse_bytes
 from .helpers import lake_event as event
 from .helpers import lake_flush as flush
 
@@ -107,31 +106,10 @@ def test_drain_with_lost_deletes_leaves_one_lake_record_per_message(
         }
         assert r["create_date"] == r["sent_at"].astimezone(UTC).date()
     # No plaintext address or device id in any lake file or table.
-    text = _warehouse_bytes(warehouse) + dump_text(lake_env.database_url).encode()
+    text = warehouse_bytes(warehouse) + dump_text(lake_env.database_url).encode()
     for e in events:
         for value in (e["ip"], e["device_id"], e["session"]["client"]["ip"]):
             assert value.encode() not in text
-
-
-def _warehouse_bytes(warehouse: str) -> bytes:
-    """Every byte of every file in the warehouse (parquet pages are uncompressed-scanned too)."""
-    import pyarrow.parquet as pq
-
-    out = []
-    if warehouse.startswith("file://"):
-        root = warehouse.removeprefix("file://")
-        for folder, _, files in os.walk(root):
-            for name in files:
-                path = os.path.join(folder, name)
-                out.append(Path(path).read_bytes())
-                if name.endswith(".parquet"):
-                    out.append(json.dumps(pq.read_table(path).to_pylist(), default=str).encode())
-        return b"\n".join(out)
-    s3 = boto3.client("s3")
-    bucket = warehouse.removeprefix("s3://").split("/")[0]
-    for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
-        out.append(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-    return b"\n".join(out)
 
 
 @both

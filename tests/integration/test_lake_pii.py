@@ -21,9 +21,8 @@ from login_etl.pgsink import PostgresSink
 from login_etl.service import build_pipeline
 from login_etl.sqs import SqsSource
 
-from .helpers import dump_text, lake_records, query, send
+from .helpers import dump_text, lake_records, query, send, warehouse_bytes
 from .helpers import lake_flush as flush
-from .test_lake import _warehouse_bytes
 
 IP, DEVICE = "203.0.113.7", "dev-abc-123"
 # Each hostile shape (as JSON text, so 1e999 stays what the producer wrote).
@@ -114,7 +113,7 @@ def test_hostile_bodies_leave_no_plaintext_in_outbox_or_lake(
 
     records = lake_records(lake_env)
     assert len(records) == len(HOSTILE)
-    assert_no_plaintext(_warehouse_bytes(warehouse).decode("utf-8", "replace"))
+    assert_no_plaintext(warehouse_bytes(warehouse).decode("utf-8", "replace"))
     assert_no_plaintext(json.dumps(records, default=str))
     extras = [r["extra"] for r in records]
     for extra in extras:
