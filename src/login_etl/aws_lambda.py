@@ -16,6 +16,8 @@ never a failure. It never deletes: the mapping deletes what is not named.
   once within the invocation, and again on the next.
 * Logs are JSON lines on stdout with the request id; each invocation ends
   with one CloudWatch Embedded Metric Format line (docs/lambda.md).
+* ``login_etl.aws_lambda.prune``, on a schedule, forgets ledger entries no
+  queue can still redeliver, as a worker's hourly prune does.
 
 Only what a handler needs is imported: not click, rich, prometheus_client
 or the lake, nor boto3 unless a key is held by KMS.
@@ -33,8 +35,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
-from login_etl import logs, secretenv
-from login_etl.errors import ConfigError, RetryableError, SinkUnavailable
+from login_etl import ledger, logs, secretenv
+from login_etl.errors import ConfigError, LoginEtlError, RetryableError, SinkUnavailable
 from login_etl.masking import Masker
 from login_etl.pgsink import PostgresSink
 from login_etl.postgres import check_url, session
@@ -195,8 +197,8 @@ class Handler:
         self._request = _RequestId()
         self.invocations = 0
 
-    def _start(self) -> tuple[Masker, PostgresSink]:
-        """Settings, logging, key and sink, once: a failure is retried on the next call."""
+    def _configure(self) -> LambdaSettings:
+        """Settings and logging, once; a failure is retried on the next call."""
         if self._settings is None:
             settings = LambdaSettings.load(os.environ if self._env is None else self._env)
             out = self._out or sys.stdout
@@ -205,13 +207,16 @@ class Handler:
             for note in settings.notes:
                 log.warning(note)
             self._out, self._settings = out, settings
+        return self._settings
+
+    def _start(self) -> tuple[Masker, PostgresSink]:
+        """The masker (a kms: key decrypted here) and the sink, once."""
+        settings = self._configure()
         if self._masker is None:
-            self._masker = secretenv.masker(
-                self._settings.masking_key, self._settings.masking_old_keys
-            )
+            self._masker = secretenv.masker(settings.masking_key, settings.masking_old_keys)
         if self._sink is None:
             # A hung server is cut off by each write's own timeout, the time left.
-            self._sink = PostgresSink(self._settings.database_url)
+            self._sink = PostgresSink(settings.database_url)
         return self._masker, self._sink
 
     def close(self) -> None:
@@ -228,20 +233,7 @@ class Handler:
         records: Sequence[Mapping[str, Any]] = event["Records"]
         ids = [(_message_id(r), group_of(r)) for r in records]
         masker, sink = self._start()
-        messages, outputs, failed = [], [], set()
-        for record in records:
-            try:
-                message = message_from_record(record)
-                out = transform(message, masker)
-            except Exception as exc:  # noqa: BLE001 - that record fails, the rest go on
-                log.error(
-                    "a record could not be read; it is reported failed",
-                    extra={"fields": {"message_id": record["messageId"], "error": repr(exc)}},
-                )
-                failed.add(record["messageId"])
-                continue
-            messages.append(message)
-            outputs.append(out)
+        messages, outputs, failed = _read(records, masker)
         failing = failing_ids(ids, failed)
         keep = set(m for m, _ in ids) - set(failing)
         batch = _batch(
@@ -260,6 +252,11 @@ class Handler:
                     extra={"fields": {"error": str(exc), "records": len(keep)}},
                 )
                 failing = failing_ids(ids, keep | set(failing))
+            except LoginEtlError as exc:
+                # Configuration or a refused statement: the invocation errors, so
+                # Lambda's Errors metric and the mapping's backoff see it.
+                log.error("invocation failed: %s", exc)
+                raise
         self._emit(
             context,
             records=len(records),
@@ -348,6 +345,16 @@ class Handler:
         self._out.write(json.dumps(doc) + "\n")
         self._out.flush()
 
+    def prune(self, event: Mapping[str, Any], context: Context) -> dict[str, int]:
+        """Scheduled: forget ledger entries no queue can redeliver (older than SQS's
+        longest retention plus a day), as a worker's hourly prune does."""
+        self._request.request_id = getattr(context, "aws_request_id", "")
+        settings = self._configure()
+        with session(settings.database_url) as conn:
+            pruned = ledger.prune(conn, ledger.SQS_MAX_RETENTION_SECONDS)
+        log.info("ledger pruned", extra={"fields": {"entries": pruned}})
+        return {"pruned": pruned}
+
 
 class _OutOfTime(RetryableError):
     """Too little of the invocation's time is left to start a write."""
@@ -359,6 +366,29 @@ def _message_id(record: Mapping[str, Any]) -> str:
     if not isinstance(message_id, str) or not message_id:
         raise ValueError("not an SQS event: a record has no messageId")
     return message_id
+
+
+def _read(
+    records: Sequence[Mapping[str, Any]], masker: Masker
+) -> tuple[list[Message], list[Row | Rejection], set[str]]:
+    """Each record's message and transform; the ids of records that could not be read."""
+    messages: list[Message] = []
+    outputs: list[Row | Rejection] = []
+    failed: set[str] = set()
+    for record in records:
+        try:
+            message = message_from_record(record)
+            outputs.append(transform(message, masker))
+        except Exception as exc:  # noqa: BLE001 - that record fails, the rest go on
+            # The exception's type only: its text may quote a field of the record.
+            log.error(
+                "a record could not be read; it is reported failed",
+                extra={"fields": {"message_id": record["messageId"], "error": type(exc).__name__}},
+            )
+            failed.add(record["messageId"])
+            continue
+        messages.append(message)
+    return messages, outputs, failed
 
 
 def _seconds_left(context: Context) -> float:
@@ -374,3 +404,4 @@ def _batch(messages: list[Message], outputs: list[Row | Rejection], masker: Mask
 
 
 handler = Handler()
+prune = handler.prune

@@ -335,3 +335,16 @@ def test_init_db_is_not_the_handlers_job(database_url, sqs_client, queue_url, ma
     ev = delivered(sqs_client, queue_url, [event(1)])
     with pytest.raises(ConfigError, match="init-db"):
         make_handler(database_url)(ev, Context())
+
+
+def test_the_scheduled_prune_forgets_only_what_no_queue_can_redeliver(db, make_handler) -> None:
+    with psycopg.connect(db) as conn:
+        for message_id, days in (("old", 16), ("kept", 14)):
+            conn.execute(
+                "INSERT INTO login_etl_ledger (message_id, outcome, sent_at, recorded_at)"
+                " VALUES (%s, 'loaded', now() - make_interval(days => %s),"
+                " now() - make_interval(days => %s))",
+                (message_id, days, days),
+            )
+    assert make_handler(db).prune({"source": "aws.events"}, Context()) == {"pruned": 1}
+    assert [r[0] for r in query(db, "SELECT message_id FROM login_etl_ledger")] == ["kept"]
