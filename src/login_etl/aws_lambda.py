@@ -235,7 +235,7 @@ class Handler:
         masker, sink = self._start()
         messages, outputs, failed = _read(records, masker)
         failing = failing_ids(ids, failed)
-        keep = set(m for m, _ in ids) - set(failing)
+        keep = {m for m, _ in ids} - set(failing)
         batch = _batch(
             [m for m in messages if m.message_id in keep],
             [o for o in outputs if o.message_id in keep],
@@ -248,7 +248,8 @@ class Handler:
                 committed = [m.sent_at for m in messages if m.message_id in keep]
             except RetryableError as exc:
                 log.warning(
-                    "nothing committed; every record is reported failed",
+                    "the write failed; every record is reported failed "
+                    "(the ledger skips any that committed after all)",
                     extra={"fields": {"error": str(exc), "records": len(keep)}},
                 )
                 failing = failing_ids(ids, keep | set(failing))

@@ -4,6 +4,9 @@ built from real messages received from the local SQS endpoint."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -348,3 +351,48 @@ def test_the_scheduled_prune_forgets_only_what_no_queue_can_redeliver(db, make_h
             )
     assert make_handler(db).prune({"source": "aws.events"}, Context()) == {"pruned": 1}
     assert [r[0] for r in query(db, "SELECT message_id FROM login_etl_ledger")] == ["kept"]
+
+
+COLD_START = r"""
+import json, resource, sys
+event, n = json.loads(sys.stdin.read()), int(sys.argv[1])
+import login_etl.aws_lambda as aws_lambda
+
+class Context:
+    aws_request_id = "cold"
+    function_name = "login-etl"
+    def get_remaining_time_in_millis(self):
+        return 60_000
+
+answers = [aws_lambda.handler({"Records": event["Records"][i::n]}, Context()) for i in range(n)]
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"answers": answers, "cpu_s": r.ru_utime + r.ru_stime}))
+"""
+
+
+def test_the_module_handler_starts_once_from_the_environment(
+    db, sqs_client, queue_url, etl_env
+) -> None:
+    """As Lambda runs it: a fresh process, settings from LOGIN_ETL_*, `handler` called twice."""
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(6)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGIN_ETL_")}
+    env.update(LOGIN_ETL_DATABASE_URL=db, LOGIN_ETL_MASKING_KEY=etl_env.key)
+    done = subprocess.run(
+        [sys.executable, "-c", COLD_START, "2"],
+        input=json.dumps(ev),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    result = lines[-1]
+    assert result["answers"] == [{"batchItemFailures": []}] * 2
+    assert result["cpu_s"] > 0
+    emf = [d for d in lines if "_aws" in d]
+    assert [(d["cold_start"], d["loaded"], d["request_id"]) for d in emf] == [
+        (1, 3, "cold"),
+        (0, 3, "cold"),
+    ]
+    assert counts(db) == (6, 0, 6)
