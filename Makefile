@@ -46,7 +46,8 @@ validate: $(STAMP)
 # this machine's builds; compiled by a Python 3.12, since /var/task is read-only and
 # a module without its .pyc would be compiled again at every cold start.
 LAMBDA_BUILD ?= build/lambda
-PYTHON312    ?= $(shell pyenv prefix 3.12 2>/dev/null)/bin/python3
+# A Python 3.12: pyenv's, else one on PATH.
+PYTHON312    ?= $(or $(shell pyenv prefix 3.12 2>/dev/null | sed 's|$$|/bin/python3|'),$(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3)),$(shell command -v python3.12),python3.12)
 
 lambda-package: $(STAMP)
 	rm -rf $(LAMBDA_BUILD) && mkdir -p $(LAMBDA_BUILD)
