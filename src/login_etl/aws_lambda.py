@@ -214,6 +214,7 @@ class Handler:
         settings = self._configure()
         if self._masker is None:
             self._masker = secretenv.masker(settings.masking_key, settings.masking_old_keys)
+            log.info("function started", extra={"fields": {"key_id": self._masker.key_id}})
         if self._sink is None:
             # A hung server is cut off by each write's own timeout, the time left.
             self._sink = PostgresSink(settings.database_url)

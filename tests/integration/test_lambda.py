@@ -162,6 +162,8 @@ def test_all_good_loads_once_reusing_one_connection(
         ("req-b", 8, 0, 0),
     ]
     assert emf[0]["lag_seconds"] > 0  # the oldest committed message's age
+    started = [json.loads(line) for line in out.splitlines() if "function started" in line]
+    assert len(started) == 1 and started[0]["request_id"] == "req-a"  # once per environment
     metric_names = {m["Name"] for m in emf[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert {"loaded", "rejected", "duplicates", "failed", "lag_seconds"} <= metric_names
     assert all(n in emf[0] for n in metric_names)  # EMF: every metric has its value
