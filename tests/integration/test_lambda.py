@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -36,14 +37,15 @@ from .helpers import (
 
 @dataclass
 class Context:
-    """Lambda's context object, with a remaining time the test sets."""
+    """Lambda's context object: `remaining_ms` from its making, counting down."""
 
     remaining_ms: int = 60_000
     aws_request_id: str = "req-1"
     function_name: str = "login-etl"
+    made: float = field(default_factory=time.monotonic)
 
     def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+        return self.remaining_ms - int((time.monotonic() - self.made) * 1000)
 
 
 def receive_all(client: Any, queue_url: str, n: int) -> list[dict]:
@@ -269,7 +271,7 @@ def test_too_little_time_left_fails_every_record_and_writes_nothing(
     assert failures(handler(ev, Context(remaining_ms=1_900))) == ids(ev)
     assert counts(db) == (0, 0, 0)
     # With time enough, the same records load.
-    assert failures(handler(ev, Context(remaining_ms=2_100))) == []
+    assert failures(handler(ev, Context(remaining_ms=5_000))) == []
     assert counts(db) == (5, 0, 5)
 
 
@@ -398,3 +400,16 @@ def test_the_module_handler_starts_once_from_the_environment(
         (0, 3, "cold"),
     ]
     assert counts(db) == (6, 0, 6)
+
+
+def test_a_write_that_would_outlast_the_invocation_is_cut_and_reported_failed(
+    db, sqs_client, queue_url, make_handler, capsys
+) -> None:
+    slow_inserts(db, 0.5)  # ten rows: five seconds of INSERT
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(10)])
+    context = Context(remaining_ms=3_500)  # a write may take 2.5 s of it
+    assert failures(make_handler(db)(ev, context)) == ids(ev)
+    out = capsys.readouterr().out
+    assert "hung for 2.5s" in out  # cut at the time left less the margin
+    assert "too little to write" in out  # and no second attempt without the time for it
+    assert counts(db) == (0, 0, 0)
