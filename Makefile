@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration lint bench clean validate test-airflow constraints airflow-lock
+.PHONY: install demo test unit integration lint bench clean validate test-airflow constraints airflow-lock lambda-package
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,25 @@ bench: $(STAMP)
 validate: $(STAMP)
 	PYTHON=$(PYTHON) VENV=$(VENV) .ci/validate
 
+# The AWS Lambda deployment zip (deploy/lambda, docs/lambda.md): the package and its
+# dependencies as wheels for Lambda's python3.12 on x86_64 (Amazon Linux 2023), never
+# this machine's builds; compiled by a Python 3.12, since /var/task is read-only and
+# a module without its .pyc would be compiled again at every cold start.
+LAMBDA_BUILD ?= build/lambda
+# A Python 3.12: pyenv's, else one on PATH.
+PYTHON312    ?= $(or $(shell pyenv prefix 3.12 2>/dev/null | sed 's|$$|/bin/python3|'),$(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3)),$(shell command -v python3.12),python3.12)
+
+lambda-package: $(STAMP)
+	rm -rf $(LAMBDA_BUILD) && mkdir -p $(LAMBDA_BUILD)
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(LAMBDA_BUILD)/wheel .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-compile --target $(LAMBDA_BUILD)/package \
+		--implementation cp --python-version 3.12 --only-binary=:all: \
+		--platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 \
+		$(LAMBDA_BUILD)/wheel/*.whl
+	$(PYTHON312) -m compileall -q -j0 --invalidation-mode unchecked-hash $(LAMBDA_BUILD)/package
+	cd $(LAMBDA_BUILD)/package && $(CURDIR)/$(BIN)/python -m zipfile -c ../login-etl-lambda.zip .
+	$(PYTHON312) .ci/lambda_zip.py $(LAMBDA_BUILD)/login-etl-lambda.zip
+
 # Rewrite requirements/constraints.txt (the image's lock: login-etl[lake]) from pyproject.toml.
 constraints: $(STAMP)
 	$(BIN)/python .ci/lock.py --write
@@ -70,4 +89,4 @@ airflow-lock:
 AIRFLOW_VERSION ?= 3.3.2
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -17,10 +17,8 @@ Secrets never appear in ``repr``.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -29,10 +27,10 @@ import click
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from login_etl import kms, redact
+from login_etl import secretenv
 from login_etl.errors import ConfigError
 from login_etl.fields import STORED
-from login_etl.masking import Masker, check_key_length, decode_key
+from login_etl.masking import Masker
 
 
 @dataclass(frozen=True)
@@ -233,7 +231,7 @@ class Settings:
             if raw is None:
                 raw, where = _from_alias(spec, flags, notes)
             if raw is None:
-                raw, where = _from_env(spec, env, notes)
+                raw, where = secretenv.from_env(spec.env, env, notes, secret=spec.secret)
             if raw is None:
                 raw, where = _from_alias(spec, env, notes)
             if isinstance(raw, str) and not spec.secret:
@@ -243,8 +241,7 @@ class Settings:
             values[spec.name] = spec.convert(raw, where)
         settings = cls(**values, notes=tuple(notes))
         # Before anything can fail on them: error and log lines must never show these.
-        redact.register(settings.database_url, settings.masking_key, _password(settings))
-        redact.register(*settings.masking_old_keys.split(","))
+        secretenv.register(settings.database_url, settings.masking_key, settings.masking_old_keys)
         settings.validate()
         return settings
 
@@ -274,30 +271,7 @@ class Settings:
         A key written ``kms:<base64 CiphertextBlob>`` is decrypted by AWS KMS
         here; the key it yields is registered with `redact` at once.
         """
-        if not self.masking_key:
-            raise ConfigError(
-                "no masking key: set LOGIN_ETL_MASKING_KEY or LOGIN_ETL_MASKING_KEY_FILE "
-                "(make one with `login-etl keygen`)"
-            )
-        primary = _read_key(self.masking_key, "LOGIN_ETL_MASKING_KEY")
-        old = [
-            _read_key(k, f"LOGIN_ETL_MASKING_OLD_KEYS[{i}]")
-            for i, k in enumerate(self.masking_old_keys.split(","))
-            if k.strip()
-        ]
-        return Masker(primary, old)
-
-
-def _read_key(text: str, name: str) -> bytes:
-    """A 512-bit key from its base64 text, or from KMS for the ``kms:`` form."""
-    if not kms.is_kms(text):
-        return decode_key(text, name=name)
-    raw = check_key_length(kms.decrypt_key(text, name=name), name=name)
-    redact.register(
-        base64.b64encode(raw).decode("ascii"),
-        base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="),
-    )
-    return raw
+        return secretenv.masker(self.masking_key, self.masking_old_keys)
 
 
 SPECS: dict[str, Spec] = {
@@ -333,46 +307,12 @@ def has_password(url: str) -> bool:
         return bool(_PASSWORD_IN_URL.search(url))
 
 
-def _password(settings: Settings) -> str | None:
-    """The database URL's password as libpq reads it (percent-decoded), to scrub."""
-    try:
-        return str(conninfo_to_dict(settings.database_url).get("password") or "") or None
-    except psycopg.Error:
-        return None
-
-
 def _refuse_secret_flag(spec: Spec, value: str) -> None:
     if spec.flag is None or has_password(value):
         raise ConfigError(
             f"{spec.flag or spec.name} must not carry a password on the command line "
             f"(ps and shell history show it): set {spec.env} or {spec.env}_FILE"
         )
-
-
-def _from_env(spec: Spec, env: Mapping[str, str], notes: list[str]) -> tuple[str | None, str]:
-    """The value of `spec` from its variable or, for secrets, from the file ``<VAR>_FILE`` names."""
-    value = env.get(spec.env)
-    path = env.get(spec.env + "_FILE") if spec.secret else None
-    if path and value is not None:
-        raise ConfigError(f"set {spec.env} or {spec.env}_FILE, not both")
-    if not path:
-        return value, spec.env
-    return _read_secret_file(spec.env + "_FILE", path, notes), spec.env + "_FILE"
-
-
-def _read_secret_file(name: str, path: str, notes: list[str]) -> str:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}: {path} is not UTF-8 text") from None
-    # Group-readable is normal for Kubernetes secret volumes (fsGroup); world is not.
-    if mode & stat.S_IROTH:
-        notes.append(f"{name}: {path} is readable by every user; chmod o-r it")
-    return text.strip()
 
 
 def _from_alias(spec: Spec, given: Mapping[str, Any], notes: list[str]) -> tuple[Any, str]:

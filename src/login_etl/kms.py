@@ -21,10 +21,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
 from login_etl.errors import ConfigError, KeyServiceUnavailable
 from login_etl.masking import KEY_BYTES
 
@@ -53,6 +49,12 @@ def is_kms(text: str) -> bool:
 
 def make_client() -> Any:
     """A boto3 KMS client (standard chain, AWS_ENDPOINT_URL) with short timeouts."""
+    # boto3 is imported here, not at the top: the config and a Lambda handler with a
+    # plain key import this module without paying for it.
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
     config = botocore.config.Config(
         retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10
     )
@@ -66,6 +68,8 @@ def make_client() -> Any:
 
 @contextmanager
 def _translated(action: str) -> Iterator[None]:
+    import botocore.exceptions
+
     try:
         yield
     except botocore.exceptions.NoCredentialsError as exc:

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 from login_etl import redact
 
@@ -69,15 +70,16 @@ class TextFormatter(logging.Formatter):
         return redact.scrub(f"{line} {extra}" if extra else line)
 
 
-def configure(fmt: str = "text", level: str = "INFO") -> None:
-    """Send every log line to stderr in `fmt` ("text" or "json"), third-party ones included.
+def configure(fmt: str = "text", level: str = "INFO", *, stream: TextIO | None = None) -> None:
+    """Send every log line to stderr (or `stream`) in `fmt` ("text" or "json"), third-party
+    ones included.
 
     The handler sits on the root logger, so warnings from botocore, psycopg,
     urllib3 or Python's `warnings` come out in the same format (and scrubbed
     of secrets) as ours. Other libraries log at WARNING and above only:
     boto's debug logs can print message bodies.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

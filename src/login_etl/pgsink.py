@@ -109,10 +109,17 @@ class PostgresSink:
                 self.close()
             raise translate(exc) from exc
 
-    def write(self, batch: Batch) -> WriteResult:
-        """Commit the batch; isolate rows PostgreSQL refuses into rejections."""
+    def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
+        """Commit the batch; isolate rows PostgreSQL refuses into rejections.
+
+        `timeout` replaces the sink's write timeout for this write (a Lambda
+        invocation's remaining time).
+        """
         rows = _dedupe(batch.rows)
-        with self._guard() as conn, _deadline(conn, self._write_timeout):
+        with (
+            self._guard() as conn,
+            _deadline(conn, self._write_timeout if timeout is None else timeout),
+        ):
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(query("durable_commit"))

@@ -1,0 +1,415 @@
+"""The Lambda handler against real PostgreSQL, fed events of the exact shape Lambda sends,
+built from real messages received from the local SQS endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+
+from login_etl import kms
+from login_etl.aws_lambda import Handler
+from login_etl.errors import ConfigError
+from login_etl.masking import generate_key
+from login_etl.postgres import init_schema
+
+from .conftest import unique_name
+from .helpers import (
+    counts,
+    event,
+    make_messages,
+    query,
+    scalar,
+    send,
+    slow_inserts,
+    wait_for,
+)
+
+
+@dataclass
+class Context:
+    """Lambda's context object: `remaining_ms` from its making, counting down."""
+
+    remaining_ms: int = 60_000
+    aws_request_id: str = "req-1"
+    function_name: str = "login-etl"
+    made: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms - int((time.monotonic() - self.made) * 1000)
+
+
+def receive_all(client: Any, queue_url: str, n: int) -> list[dict]:
+    """`n` messages received as the mapping receives them: every attribute."""
+    got: list[dict] = []
+    for _ in range(50):
+        answer = client.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(10, n - len(got)),
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+            WaitTimeSeconds=1,
+        )
+        got += answer.get("Messages", [])
+        if len(got) >= n:
+            return got
+    raise AssertionError(f"received {len(got)} of {n}")
+
+
+def lambda_event(client: Any, queue_url: str, messages: list[dict]) -> dict:
+    """The event Lambda hands a function for these received messages."""
+    arn = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": arn.split(":")[3],
+            }
+            for m in messages
+        ]
+    }
+
+
+def delivered(client: Any, queue_url: str, bodies: list[str]) -> dict:
+    """Send `bodies`, receive them all, and wrap them in one Lambda event."""
+    send(client, queue_url, bodies)
+    return lambda_event(client, queue_url, receive_all(client, queue_url, len(bodies)))
+
+
+def failures(answer: dict) -> list[str]:
+    return [item["itemIdentifier"] for item in answer["batchItemFailures"]]
+
+
+def ids(ev: dict) -> list[str]:
+    return [r["messageId"] for r in ev["Records"]]
+
+
+def emf_lines(out: str) -> list[dict]:
+    docs = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [d for d in docs if "_aws" in d]
+
+
+@pytest.fixture
+def make_handler(capsys) -> Iterator[Any]:
+    """Handlers over a database and key; each closed at the end of the test."""
+    made: list[Handler] = []
+
+    def make(database_url: str, key: str | None = None, **env: str) -> Handler:
+        h = Handler(
+            {
+                "LOGIN_ETL_DATABASE_URL": database_url,
+                "LOGIN_ETL_MASKING_KEY": key or generate_key(),
+                **env,
+            }
+        )
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+@pytest.fixture
+def db(database_url: str) -> str:
+    """A fresh database with the schema, as `login-etl init-db` leaves it."""
+    init_db_at(database_url)
+    return database_url
+
+
+def backend_pids(url: str) -> list[int]:
+    return [
+        r[0]
+        for r in query(
+            url,
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'login-etl'"
+            " AND datname = current_database()",
+        )
+    ]
+
+
+def test_all_good_loads_once_reusing_one_connection(
+    db, sqs_client, queue_url, make_handler, capsys
+) -> None:
+    handler = make_handler(db)
+    first = delivered(sqs_client, queue_url, [event(i) for i in range(12)])
+    assert failures(handler(first, Context(aws_request_id="req-a"))) == []
+    pid = backend_pids(db)
+    second = delivered(sqs_client, queue_url, [event(i) for i in range(12, 20)])
+    assert failures(handler(second, Context(aws_request_id="req-b"))) == []
+    assert counts(db) == (20, 0, 20)
+    assert len(pid) == 1 and backend_pids(db) == pid  # one connection, kept between calls
+    out = capsys.readouterr().out
+    emf = emf_lines(out)
+    assert [(d["request_id"], d["loaded"], d["failed"], d["cold_start"]) for d in emf] == [
+        ("req-a", 12, 0, 1),
+        ("req-b", 8, 0, 0),
+    ]
+    assert emf[0]["lag_seconds"] > 0  # the oldest committed message's age
+    started = [json.loads(line) for line in out.splitlines() if "function started" in line]
+    assert len(started) == 1 and started[0]["request_id"] == "req-a"  # once per environment
+    metric_names = {m["Name"] for m in emf[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"loaded", "rejected", "duplicates", "failed", "lag_seconds"} <= metric_names
+    assert all(n in emf[0] for n in metric_names)  # EMF: every metric has its value
+
+
+def test_poison_becomes_rejections_not_failures(db, sqs_client, queue_url, make_handler) -> None:
+    sent = make_messages(30, seed=5, bad_rate=0.3)
+    assert sent.bad
+    ev = delivered(sqs_client, queue_url, sent.bodies)
+    assert failures(make_handler(db)(ev, Context())) == []
+    assert counts(db) == (len(sent.good), len(sent.bad), 30)
+    loaded = {r[0] for r in query(db, "SELECT user_id FROM user_logins")}
+    assert loaded == sent.good
+
+
+def test_logs_are_json_lines_on_stdout_with_the_request_id(
+    db, sqs_client, queue_url, make_handler, capsys
+) -> None:
+    handler = make_handler(db)
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(3)])
+    ev["Records"][1]["attributes"]["SentTimestamp"] = "not-a-time"
+    assert failures(handler(ev, Context(aws_request_id="req-log"))) == [ids(ev)[1]]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    errors = [d for d in lines if d.get("level") == "error"]
+    assert len(errors) == 1 and errors[0]["request_id"] == "req-log"
+    assert errors[0]["message_id"] == ids(ev)[1]
+
+
+def test_postgres_down_mid_batch_fails_every_record_and_commits_nothing(
+    own_pg, sqs_client, queue_url, make_handler
+) -> None:
+    with psycopg.connect(own_pg.url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE etl")
+    url = own_pg.url_for("etl")
+    init_db_at(url)
+    slow_inserts(url, 0.5)  # the write is still running when the server stops
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(10)])
+    handler = make_handler(url)
+    answer: dict = {}
+    call = threading.Thread(target=lambda: answer.update(handler(ev, Context())))
+    call.start()
+    wait_for(
+        lambda: (
+            scalar(
+                url,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'login-etl'"
+                " AND wait_event = 'PgSleep'",
+            )
+            > 0
+        ),
+        30,
+        "the write to be inside its INSERT",
+    )
+    own_pg.stop("fast")
+    call.join(60)
+    assert not call.is_alive()
+    assert failures(answer) == ids(ev)
+    own_pg.start()
+    assert counts(url) == (0, 0, 0)
+
+
+def init_db_at(url: str) -> None:
+    with psycopg.connect(url) as conn:
+        init_schema(conn)
+
+
+def test_partial_commit_then_redelivery_loads_each_message_once(
+    db, sqs_client, queue_url, make_handler, capsys
+) -> None:
+    handler = make_handler(db)
+    bodies = [event(i) for i in range(8)]
+    send(sqs_client, queue_url, bodies)
+    received = receive_all(sqs_client, queue_url, 8)
+    ev = lambda_event(sqs_client, queue_url, received)
+    ev["Records"][3]["attributes"]["SentTimestamp"] = "garbled"  # this one cannot be read
+    assert failures(handler(ev, Context())) == [received[3]["MessageId"]]
+    assert counts(db) == (7, 0, 7)
+    # The mapping deletes what committed, but two of its deletes are lost: those two
+    # come back with the failed one.
+    back = [received[0], received[1], received[3]]
+    for m in received:
+        if m not in back:
+            sqs_client.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    for m in back:
+        sqs_client.change_message_visibility(
+            QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+        )
+    again = receive_all(sqs_client, queue_url, 3)
+    assert {m["MessageId"] for m in again} == {m["MessageId"] for m in back}
+    assert all(int(m["Attributes"]["ApproximateReceiveCount"]) == 2 for m in again)
+    assert failures(handler(lambda_event(sqs_client, queue_url, again), Context())) == []
+    assert counts(db) == (8, 0, 8)
+    assert scalar(db, "SELECT count(DISTINCT user_id) FROM user_logins") == 8
+    last = emf_lines(capsys.readouterr().out)[-1]
+    assert (last["loaded"], last["duplicates"]) == (1, 2)
+
+
+def test_too_little_time_left_fails_every_record_and_writes_nothing(
+    db, sqs_client, queue_url, make_handler
+) -> None:
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(5)])
+    handler = make_handler(db)
+    assert failures(handler(ev, Context(remaining_ms=1_900))) == ids(ev)
+    assert counts(db) == (0, 0, 0)
+    # With time enough, the same records load.
+    assert failures(handler(ev, Context(remaining_ms=5_000))) == []
+    assert counts(db) == (5, 0, 5)
+
+
+def test_fifo_a_failure_fails_its_groups_later_records_only(db, sqs_client, make_handler) -> None:
+    url = sqs_client.create_queue(
+        QueueName=unique_name("logins") + ".fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    try:
+        order = [("A", 1), ("B", 1), ("A", 2), ("B", 2), ("A", 3)]
+        for group, n in order:
+            sqs_client.send_message(
+                QueueUrl=url, MessageBody=event(0, user_id=f"{group}{n}"), MessageGroupId=group
+            )
+        received = receive_all(sqs_client, url, 5)
+        ev = lambda_event(sqs_client, url, received)
+        users = [json.loads(r["body"])["user_id"] for r in ev["Records"]]
+        by_user = dict(zip(users, ids(ev), strict=True))
+        a2 = users.index("A2")
+        ev["Records"][a2]["attributes"]["SentTimestamp"] = "garbled"
+        assert failures(make_handler(db)(ev, Context())) == [by_user["A2"], by_user["A3"]]
+        loaded = sorted(r[0] for r in query(db, "SELECT user_id FROM user_logins"))
+        assert loaded == ["A1", "B1", "B2"]
+    finally:
+        sqs_client.delete_queue(QueueUrl=url)
+
+
+def test_a_dropped_connection_is_replaced_without_failing_the_invocation(
+    db, sqs_client, queue_url, make_handler, capsys
+) -> None:
+    handler = make_handler(db)
+    assert failures(handler(delivered(sqs_client, queue_url, [event(1)]), Context())) == []
+    [pid] = backend_pids(db)
+    assert scalar(db, "SELECT pg_terminate_backend(%s)", pid)
+    wait_for(lambda: pid not in backend_pids(db), 10, "the backend to end")
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(2, 6)])
+    assert failures(handler(ev, Context())) == []
+    assert counts(db) == (5, 0, 5)
+    assert backend_pids(db) not in ([], [pid])
+    assert "reconnecting" in capsys.readouterr().out
+
+
+def test_a_kms_key_is_decrypted_once_per_environment(
+    db, sqs_client, queue_url, aws_env, make_handler, monkeypatch
+) -> None:
+    import boto3
+
+    kms_key = boto3.client("kms").create_key()["KeyMetadata"]["KeyId"]
+    wrapped = kms.new_data_key(kms_key)
+    calls: list[str] = []
+    real = kms.decrypt_key
+
+    def counted(text: str, **kw: Any) -> bytes:
+        calls.append(kw["name"])
+        return real(text, **kw)
+
+    monkeypatch.setattr(kms, "decrypt_key", counted)
+    handler = make_handler(db, key=wrapped)
+    for start in (0, 3, 6):
+        ev = delivered(sqs_client, queue_url, [event(i) for i in range(start, start + 3)])
+        assert failures(handler(ev, Context())) == []
+    assert calls == ["LOGIN_ETL_MASKING_KEY"]
+    assert counts(db) == (9, 0, 9)
+
+
+def test_init_db_is_not_the_handlers_job(database_url, sqs_client, queue_url, make_handler):
+    """Without the tables the invocation errors (Lambda counts it), nothing is reported ok."""
+    ev = delivered(sqs_client, queue_url, [event(1)])
+    with pytest.raises(ConfigError, match="init-db"):
+        make_handler(database_url)(ev, Context())
+
+
+def test_the_scheduled_prune_forgets_only_what_no_queue_can_redeliver(db, make_handler) -> None:
+    with psycopg.connect(db) as conn:
+        for message_id, days in (("old", 16), ("kept", 14)):
+            conn.execute(
+                "INSERT INTO login_etl_ledger (message_id, outcome, sent_at, recorded_at)"
+                " VALUES (%s, 'loaded', now() - make_interval(days => %s),"
+                " now() - make_interval(days => %s))",
+                (message_id, days, days),
+            )
+    assert make_handler(db).prune({"source": "aws.events"}, Context()) == {"pruned": 1}
+    assert [r[0] for r in query(db, "SELECT message_id FROM login_etl_ledger")] == ["kept"]
+
+
+COLD_START = r"""
+import json, resource, sys
+event, n = json.loads(sys.stdin.read()), int(sys.argv[1])
+import login_etl.aws_lambda as aws_lambda
+
+class Context:
+    aws_request_id = "cold"
+    function_name = "login-etl"
+    def get_remaining_time_in_millis(self):
+        return 60_000
+
+answers = [aws_lambda.handler({"Records": event["Records"][i::n]}, Context()) for i in range(n)]
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"answers": answers, "cpu_s": r.ru_utime + r.ru_stime}))
+"""
+
+
+def test_the_module_handler_starts_once_from_the_environment(
+    db, sqs_client, queue_url, etl_env
+) -> None:
+    """As Lambda runs it: a fresh process, settings from LOGIN_ETL_*, `handler` called twice."""
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(6)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGIN_ETL_")}
+    env.update(LOGIN_ETL_DATABASE_URL=db, LOGIN_ETL_MASKING_KEY=etl_env.key)
+    done = subprocess.run(
+        [sys.executable, "-c", COLD_START, "2"],
+        input=json.dumps(ev),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    result = lines[-1]
+    assert result["answers"] == [{"batchItemFailures": []}] * 2
+    assert result["cpu_s"] > 0
+    emf = [d for d in lines if "_aws" in d]
+    assert [(d["cold_start"], d["loaded"], d["request_id"]) for d in emf] == [
+        (1, 3, "cold"),
+        (0, 3, "cold"),
+    ]
+    assert counts(db) == (6, 0, 6)
+
+
+def test_a_write_that_would_outlast_the_invocation_is_cut_and_reported_failed(
+    db, sqs_client, queue_url, make_handler, capsys
+) -> None:
+    slow_inserts(db, 0.5)  # ten rows: five seconds of INSERT
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(10)])
+    context = Context(remaining_ms=3_500)  # a write may take 2.5 s of it
+    assert failures(make_handler(db)(ev, context)) == ids(ev)
+    out = capsys.readouterr().out
+    assert "hung for 2.5s" in out  # cut at the time left less the margin
+    assert "too little to write" in out  # and no second attempt without the time for it
+    assert counts(db) == (0, 0, 0)
