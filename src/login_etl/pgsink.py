@@ -26,7 +26,7 @@ from login_etl.transform import Rejection, Row
 log = logging.getLogger(__name__)
 _T = TypeVar("_T", Row, Rejection)
 
-_STAGING_TYPES = [
+STAGING_TYPES = [
     "text",
     "varchar",
     "varchar",
@@ -38,7 +38,7 @@ _STAGING_TYPES = [
     "timestamptz",
 ]
 # With the lake on, staging also takes the lake record's two extra columns.
-_STAGING_TYPES_LAKE = [*_STAGING_TYPES, "text", "text"]
+STAGING_TYPES_LAKE = [*STAGING_TYPES, "text", "text"]
 
 
 class _RowError(Exception):
@@ -76,9 +76,9 @@ class PostgresSink:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
         self._copy, self._types, self._tuple, self._load_rows = (
-            ("copy_staging_lake", _STAGING_TYPES_LAKE, lake_staging_tuple, "load_rows_lake")
+            ("copy_staging_lake", STAGING_TYPES_LAKE, lake_staging_tuple, "load_rows_lake")
             if lake
-            else ("copy_staging", _STAGING_TYPES, staging_tuple, "load_rows")
+            else ("copy_staging", STAGING_TYPES, staging_tuple, "load_rows")
         )
         # A write still running after this long means a hung server: its connection is
         # cut, the write fails as retryable, and the retry policy takes over.

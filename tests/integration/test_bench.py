@@ -22,7 +22,7 @@ from login_etl.sink import MemorySink, WriteResult
 from login_etl.sqs import SqsSource
 from tests.oracle import outcome
 
-EVENTS, SQS_MESSAGES = 400, 30
+EVENTS, SQS_MESSAGES, COST_MESSAGES, SINK_EVENTS = 400, 30, 40, 150
 
 
 class Tally:
@@ -84,11 +84,24 @@ def tally(monkeypatch: pytest.MonkeyPatch) -> Tally:
 def test_bench_moves_every_event_it_reports_on(
     tally: Tally, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench.main(["--events", str(EVENTS), "--sqs-messages", str(SQS_MESSAGES), "--json"])
+    bench.main(
+        [
+            *("--events", str(EVENTS), "--sqs-messages", str(SQS_MESSAGES)),
+            *("--cost-messages", str(COST_MESSAGES), "--sink-events", str(SINK_EVENTS)),
+            "--json",
+        ]
+    )
     out = capsys.readouterr().out
     results = json.loads(out.strip().splitlines()[-1])  # one JSON object, the last line
     stages = ("transform", "pipeline", "postgres", "sqs", "drain_lake", "backfill")
-    assert set(stages) <= set(results)
+    stages += ("sink_vs_own_sql", "sink_vs_floor")
+    assert set(stages) | {"e2e_cpu_per_msg", "startup_cpu_s"} == set(results)
+    # CPU slopes from a few dozen messages are noise, of either sign: only their shape here.
+    for name, key in [("startup_cpu_s", "help"), ("startup_cpu_s", "run")] + [
+        ("e2e_cpu_per_msg", key) for key in ("ours", "limit", "ratio")
+    ]:
+        value = results[name][key]
+        assert isinstance(value, float) and math.isfinite(value), (name, key)
     for name in stages:
         for key in ("ours", "limit", "ratio"):
             value = results[name][key]
@@ -109,9 +122,11 @@ def test_bench_moves_every_event_it_reports_on(
     assert tally.memory.reasons == dict(reasons)
     # postgres: every valid event's row through the real sink; sqs: a full drain
     # into PostgreSQL, each message received, committed and deleted once; the lake
-    # stage: two more drains of the same events into PostgreSQL (lake off, lake on)
+    # stage: two more drains of the same events into PostgreSQL (lake off, lake on);
+    # the sink's cost figure: the first SINK_EVENTS events' rows through the real sink
+    sink_valid, _ = outcome(events[:SINK_EVENTS])
     assert (tally.postgres.loaded, tally.postgres.rejected, tally.postgres.duplicates) == (
-        3 * len(valid) + len(sqs_valid),
+        3 * len(valid) + len(sqs_valid) + len(sink_valid),
         sum(sqs_reasons.values()) + 2 * sum(reasons.values()),
         0,
     )
