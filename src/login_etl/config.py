@@ -18,10 +18,11 @@ Secrets never appear in ``repr``.
 from __future__ import annotations
 
 import base64
+import difflib
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -67,27 +68,6 @@ class Spec:
             return self.type.convert(raw.strip() if isinstance(raw, str) else raw, None, None)
         except click.BadParameter as exc:
             raise ConfigError(f"{where or self.where}: {exc.message}") from None
-
-
-@dataclass(frozen=True)
-class Alias:
-    """A deprecated name that still works, in its old unit."""
-
-    old: str
-    new: str
-    type: click.ParamType[Any]
-    to_new: Callable[[Any], Any]
-    note: str
-
-    @property
-    def env(self) -> str:
-        """The old environment variable."""
-        return "LOGIN_ETL_" + self.old.upper()
-
-    @property
-    def flag(self) -> str:
-        """The old flag."""
-        return "--" + self.old.replace("_", "-")
 
 
 def setting(
@@ -183,7 +163,7 @@ class Settings:
     init_db: bool = setting("Create missing tables before running.", click.BOOL, True)
     log_format: str = setting("Log format.", Choice("text", "json"), "text")
     log_level: str = setting("Log level.", Choice("debug", "info", "warning", "error"), "info")
-    # What loading noticed (deprecated names, loose file modes): logged once logging is up.
+    # What loading noticed (unknown variables, loose file modes): logged once logging is up.
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
@@ -200,16 +180,13 @@ class Settings:
             if raw is not None and spec.secret:
                 _refuse_secret_flag(spec, str(raw))
             if raw is None:
-                raw, where = _from_alias(spec, flags, notes)
-            if raw is None:
                 raw, where = _from_env(spec, env, notes)
-            if raw is None:
-                raw, where = _from_alias(spec, env, notes)
             if isinstance(raw, str) and not spec.secret:
                 raw = raw.strip()
             if raw is None or (raw == "" and not spec.secret):
                 continue
             values[spec.name] = spec.convert(raw, where)
+        notes += unknown_variables(env)
         settings = cls(**values, notes=tuple(notes))
         # Before anything can fail on them: error and log lines must never show these.
         redact.register(settings.database_url, settings.masking_key, _password(settings))
@@ -273,18 +250,44 @@ SPECS: dict[str, Spec] = {
     f.name: Spec(f.name, **f.metadata) for f in fields(Settings) if f.metadata
 }
 
-ALIASES: dict[str, Alias] = {
-    a.new: a
-    for a in [
-        Alias(
-            "batch_wait",
-            "batch_wait_seconds",
-            click.IntRange(1, 600_000),
-            lambda ms: ms / 1000,
-            "in milliseconds; use --batch-wait-seconds / LOGIN_ETL_BATCH_WAIT_SECONDS",
-        ),
-    ]
-}
+# Variables of ours that are not settings: the PostgreSQL binaries the demo and
+# tests use, and the Airflow DAG's own (deploy/airflow), which share its environment.
+OTHER_VARIABLES = ("LOGIN_ETL_PG_BINDIR",)
+OTHER_PREFIXES = ("LOGIN_ETL_AIRFLOW_",)
+
+# Said the same in the warning and in docs/security.md: what holds on a plain
+# host, under compose (the image runs as uid 10001) and in Kubernetes.
+KEY_FILE_ADVICE = (
+    "make it readable by the worker's user only: `chown USER FILE && chmod 0400 FILE` "
+    "(compose bind-mounts it for the image's uid 10001: `chown 10001`); in Kubernetes, "
+    "the secret volume's defaultMode: 0400 with the pod's fsGroup"
+)
+
+
+def known_variables() -> list[str]:
+    """Every ``LOGIN_ETL_*`` variable login-etl reads (settings, their ``_FILE`` forms, others)."""
+    names = [s.env for s in SPECS.values()]
+    names += [s.env + "_FILE" for s in SPECS.values() if s.secret]
+    return names + list(OTHER_VARIABLES)
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One note per ``LOGIN_ETL_*`` variable login-etl does not read, naming the closest it does.
+
+    A misspelt name would otherwise be ignored without a word and its default used.
+    """
+    known = known_variables()
+    notes = []
+    for name in sorted(env):
+        if not name.startswith("LOGIN_ETL_") or name in known or name.startswith(OTHER_PREFIXES):
+            continue
+        # A name cut short (LOGIN_ETL_QUEUE) first, then the nearest spelling (difflib).
+        close = [k for k in known if k.startswith(name + "_")]
+        close = close or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f": did you mean {close[0]}?" if close else " (see docs/settings.md)"
+        notes.append(f"{name} is not a login-etl setting and is ignored{hint}")
+    return notes
+
 
 # userinfo with a password (user:pw@), or a password= keyword or query parameter.
 _PASSWORD_IN_URL = re.compile(r"://[^/@\s]*:[^/@\s]*@|(^|[\s?&])password\s*=", re.IGNORECASE)
@@ -340,21 +343,5 @@ def _read_secret_file(name: str, path: str, notes: list[str]) -> str:
         raise ConfigError(f"{name}: {path} is not UTF-8 text") from None
     # Group-readable is normal for Kubernetes secret volumes (fsGroup); world is not.
     if mode & stat.S_IROTH:
-        notes.append(f"{name}: {path} is readable by every user; chmod o-r it")
+        notes.append(f"{name}: {path} is readable by every user; {KEY_FILE_ADVICE}")
     return text.strip()
-
-
-def _from_alias(spec: Spec, given: Mapping[str, Any], notes: list[str]) -> tuple[Any, str]:
-    """A deprecated name's value (flags or env) in the new unit, with a note; or (None, "").
-
-    `given` is either the flags (keyed by setting name) or the environment.
-    """
-    alias = ALIASES.get(spec.name)
-    if alias is None:
-        return None, ""
-    where = alias.env if alias.env in given else alias.flag
-    raw = given.get(alias.env, given.get(alias.old))
-    if raw is None or raw == "":
-        return None, ""
-    notes.append(f"{where} is deprecated ({alias.note})")
-    return alias.to_new(Spec(alias.old, "", alias.type).convert(raw, where)), where

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from login_etl import __version__, logs, redact
-from login_etl.config import ALIASES, SPECS, Settings, Spec
+from login_etl.config import SPECS, Settings, Spec
 from login_etl.errors import ConfigError, LoginEtlError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,7 +110,7 @@ def settings_options(*names: str) -> Callable[[F], F]:
 
     Secrets that only the environment may carry get no flag. Values from the
     environment are parsed again by `Settings.load`, which also reads
-    ``*_FILE`` secrets and deprecated names.
+    ``*_FILE`` secrets.
     """
 
     def decorate(fn: F) -> F:
@@ -134,11 +134,6 @@ def settings_options(*names: str) -> Callable[[F], F]:
                     show_envvar=True,
                     help=_help(spec),
                 )(fn)
-            alias = ALIASES.get(name)
-            if alias is not None:
-                fn = click.option(
-                    alias.flag, alias.old, type=alias.type, hidden=True, help=alias.note
-                )(fn)
         return fn
 
     return decorate
@@ -149,13 +144,16 @@ def load(flags: dict[str, Any], *names: str) -> Settings:
     ctx = click.get_current_context()
     given = {}
     for name in names:
-        for key in (name, getattr(ALIASES.get(name), "old", None)):
-            if key is None or key not in flags:
-                continue
-            value = flags.pop(key)
-            if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE:
-                given[key] = value
-    return Settings.load(given)
+        if name not in flags:
+            continue
+        value = flags.pop(name)
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            given[name] = value
+    settings = Settings.load(given)
+    if ctx.info_name != "run":  # `run` logs them itself, in the format its flags choose
+        for note in settings.notes:
+            logging.getLogger("login_etl").warning(note)
+    return settings
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
