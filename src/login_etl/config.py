@@ -157,7 +157,7 @@ class Settings:
     )
     lake_warehouse: str | None = setting(
         "Lake stage: Iceberg warehouse for every loaded event (file:///path or "
-        "s3://bucket/prefix; needs login-etl[lake]). Unset: no lake.",
+        "s3://bucket/prefix; needs the [lake] extra). Unset: no lake.",
         Warehouse(),
     )
     init_db: bool = setting("Create missing tables before running.", click.BOOL, True)

@@ -113,7 +113,7 @@ def test_a_writer_runs_the_worker_with_the_lake_on(
     # The daily upkeep needs no more than the writer's privileges either (the
     # catalog tables and the lock), and no key: deploy/kubernetes/lake-maintain.yaml.
     upkeep = {k: v for k, v in worker.items() if "MASKING" not in k}
-    maintained = cli(upkeep, "lake", "maintain", "--older-than", "0", "--retain-last", "1")
+    maintained = cli(upkeep, "lake", "maintain", "--older-than-seconds", "0", "--retain-last", "1")
     assert maintained.returncode == 0, maintained.stderr
     # Compacted: one file per create_date (the two passes share one, but for midnight UTC).
     dates = scalar(etl_env.database_url, "SELECT count(DISTINCT create_date) FROM user_logins")

@@ -156,7 +156,18 @@ def load(flags: dict[str, Any], *names: str) -> Settings:
     return settings
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_CODES = """\b
+Exit codes:
+  0  done (run: stopped by SIGTERM/SIGINT, drained, or --max-messages reached)
+  1  a failure: an outage outlasted --max-retry-time, or PostgreSQL refused a statement
+  2  bad configuration or usage: fix it before retrying (one error line says what)
+
+\b
+Reference: docs/cli.md (every command), docs/settings.md (every setting),
+docs/troubleshooting.md (each error line, its cause and fix)."""
+
+
+@click.group(cls=Group, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="login-etl")
 def cli() -> None:
     """Drain login events from SQS, mask PII, load them into PostgreSQL exactly once."""

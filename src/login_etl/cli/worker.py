@@ -181,11 +181,11 @@ def lake_flush(**flags: Any) -> None:
 @lake.command("maintain")
 @settings_options("database_url", "lake_warehouse")
 @click.option(
-    "--older-than",
+    "--older-than-seconds",
     type=click.FloatRange(min=0),
-    default=24.0,
+    default=86_400.0,
     show_default=True,
-    help="Hours: expire snapshots and remove orphan files older than this.",
+    help="Expire snapshots and remove orphan files older than this many seconds (a day).",
 )
 @click.option(
     "--retain-last",
@@ -201,7 +201,9 @@ def lake_flush(**flags: Any) -> None:
     show_default=True,
     help="Compaction merges files smaller than 3/4 of this into files of at most this size.",
 )
-def lake_maintain(older_than: float, retain_last: int, target_file_mb: float, **flags: Any) -> None:
+def lake_maintain(
+    older_than_seconds: float, retain_last: int, target_file_mb: float, **flags: Any
+) -> None:
     """Compact small files, expire old snapshots, delete orphan files (daily)."""
     from datetime import timedelta
 
@@ -209,7 +211,7 @@ def lake_maintain(older_than: float, retain_last: int, target_file_mb: float, **
 
     result = maintain(
         load(flags, "database_url", "lake_warehouse"),
-        older_than=timedelta(hours=older_than),
+        older_than=timedelta(seconds=older_than_seconds),
         retain_last=retain_last,
         target_file_mb=target_file_mb,
     )
