@@ -24,7 +24,7 @@ WIDTH = 100  # help text wrapped as on a 100-column terminal, whatever this one 
 REGENERATE = "`make docs` (`python -m login_etl.dev.refdocs --write`)"
 
 
-def type_text(kind: click.ParamType) -> str:
+def type_text(kind: click.ParamType[Any]) -> str:
     """A setting's type in words, with its range or choices."""
     if isinstance(kind, click.IntRange | click.FloatRange):
         word = "integer" if isinstance(kind, click.IntRange) else "number"
