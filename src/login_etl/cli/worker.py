@@ -102,15 +102,14 @@ def status(as_json: bool, **flags: Any) -> None:
     """Queue depth, rows loaded, rejections by reason and the last load time."""
     import json
 
-    from rich.console import Console
-
+    from login_etl import render
     from login_etl import status as report
 
     found = report.collect(load(flags, "queue_url", "database_url"))
     if as_json:
         click.echo(json.dumps(report.to_dict(found)))
     else:
-        report.render(found, Console())
+        report.render(found, render.console())
 
 
 @cli.command()
