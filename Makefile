@@ -37,7 +37,7 @@ docs: $(DEMO_STAMP)
 
 # A wheel in dist/ (pip's own builder: no extra tool to install).
 dist: $(DEMO_STAMP)
-	rm -rf dist
+	rm -rf dist build
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 
 test: $(STAMP)
@@ -90,4 +90,4 @@ airflow-lock:
 AIRFLOW_VERSION ?= 3.3.2
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
