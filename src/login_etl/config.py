@@ -17,9 +17,10 @@ Secrets never appear in ``repr``.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -66,27 +67,6 @@ class Spec:
             return self.type.convert(raw.strip() if isinstance(raw, str) else raw, None, None)
         except click.BadParameter as exc:
             raise ConfigError(f"{where or self.where}: {exc.message}") from None
-
-
-@dataclass(frozen=True)
-class Alias:
-    """A deprecated name that still works, in its old unit."""
-
-    old: str
-    new: str
-    type: click.ParamType[Any]
-    to_new: Callable[[Any], Any]
-    note: str
-
-    @property
-    def env(self) -> str:
-        """The old environment variable."""
-        return "LOGIN_ETL_" + self.old.upper()
-
-    @property
-    def flag(self) -> str:
-        """The old flag."""
-        return "--" + self.old.replace("_", "-")
 
 
 def setting(
@@ -199,7 +179,7 @@ class Settings:
     )
     lake_warehouse: str | None = setting(
         "Lake stage: Iceberg warehouse for every loaded event (file:///path or "
-        "s3://bucket/prefix; needs login-etl[lake]). Unset: no lake.",
+        "s3://bucket/prefix; needs the [lake] extra). Unset: no lake.",
         Warehouse(),
     )
     lake_extra_fields: tuple[str, ...] = setting(
@@ -212,7 +192,7 @@ class Settings:
     init_db: bool = setting("Create missing tables before running.", click.BOOL, True)
     log_format: str = setting("Log format.", Choice("text", "json"), "text")
     log_level: str = setting("Log level.", Choice("debug", "info", "warning", "error"), "info")
-    # What loading noticed (deprecated names, loose file modes): logged once logging is up.
+    # What loading noticed (unknown variables, loose file modes): logged once logging is up.
     notes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
@@ -229,16 +209,13 @@ class Settings:
             if raw is not None and spec.secret:
                 _refuse_secret_flag(spec, str(raw))
             if raw is None:
-                raw, where = _from_alias(spec, flags, notes)
-            if raw is None:
                 raw, where = secretenv.from_env(spec.env, env, notes, secret=spec.secret)
-            if raw is None:
-                raw, where = _from_alias(spec, env, notes)
             if isinstance(raw, str) and not spec.secret:
                 raw = raw.strip()
             if raw is None or (raw == "" and not spec.secret):
                 continue
             values[spec.name] = spec.convert(raw, where)
+        notes += unknown_variables(env)
         settings = cls(**values, notes=tuple(notes))
         # Before anything can fail on them: error and log lines must never show these.
         secretenv.register(settings.database_url, settings.masking_key, settings.masking_old_keys)
@@ -278,18 +255,38 @@ SPECS: dict[str, Spec] = {
     f.name: Spec(f.name, **f.metadata) for f in fields(Settings) if f.metadata
 }
 
-ALIASES: dict[str, Alias] = {
-    a.new: a
-    for a in [
-        Alias(
-            "batch_wait",
-            "batch_wait_seconds",
-            click.IntRange(1, 600_000),
-            lambda ms: ms / 1000,
-            "in milliseconds; use --batch-wait-seconds / LOGIN_ETL_BATCH_WAIT_SECONDS",
-        ),
-    ]
-}
+# Variables of ours that are not settings: the PostgreSQL binaries the demo and
+# tests use, and the Airflow DAG's own (deploy/airflow), which share its environment.
+OTHER_VARIABLES = ("LOGIN_ETL_PG_BINDIR",)
+OTHER_PREFIXES = ("LOGIN_ETL_AIRFLOW_",)
+
+KEY_FILE_ADVICE = secretenv.KEY_FILE_ADVICE
+
+
+def known_variables() -> list[str]:
+    """Every ``LOGIN_ETL_*`` variable login-etl reads (settings, their ``_FILE`` forms, others)."""
+    names = [s.env for s in SPECS.values()]
+    names += [s.env + "_FILE" for s in SPECS.values() if s.secret]
+    return names + list(OTHER_VARIABLES)
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One note per ``LOGIN_ETL_*`` variable login-etl does not read, naming the closest it does.
+
+    A misspelt name would otherwise be ignored without a word and its default used.
+    """
+    known = known_variables()
+    notes = []
+    for name in sorted(env):
+        if not name.startswith("LOGIN_ETL_") or name in known or name.startswith(OTHER_PREFIXES):
+            continue
+        # A name cut short (LOGIN_ETL_QUEUE) first, then the nearest spelling (difflib).
+        close = [k for k in known if k.startswith(name + "_")]
+        close = close or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f": did you mean {close[0]}?" if close else " (see docs/settings.md)"
+        notes.append(f"{name} is not a login-etl setting and is ignored{hint}")
+    return notes
+
 
 # userinfo with a password (user:pw@), or a password= keyword or query parameter.
 _PASSWORD_IN_URL = re.compile(r"://[^/@\s]*:[^/@\s]*@|(^|[\s?&])password\s*=", re.IGNORECASE)
@@ -313,19 +310,3 @@ def _refuse_secret_flag(spec: Spec, value: str) -> None:
             f"{spec.flag or spec.name} must not carry a password on the command line "
             f"(ps and shell history show it): set {spec.env} or {spec.env}_FILE"
         )
-
-
-def _from_alias(spec: Spec, given: Mapping[str, Any], notes: list[str]) -> tuple[Any, str]:
-    """A deprecated name's value (flags or env) in the new unit, with a note; or (None, "").
-
-    `given` is either the flags (keyed by setting name) or the environment.
-    """
-    alias = ALIASES.get(spec.name)
-    if alias is None:
-        return None, ""
-    where = alias.env if alias.env in given else alias.flag
-    raw = given.get(alias.env, given.get(alias.old))
-    if raw is None or raw == "":
-        return None, ""
-    notes.append(f"{where} is deprecated ({alias.note})")
-    return alias.to_new(Spec(alias.old, "", alias.type).convert(raw, where)), where

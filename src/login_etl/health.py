@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from login_etl.errors import ConfigError
 from login_etl.metrics import Metrics, Stats
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,13 @@ def serve(
 ) -> ThreadingHTTPServer:  # noqa: S104 - a pod's port
     """Serve the three endpoints in a daemon thread; `shutdown()` the result to stop."""
     handler = type("Handler", (_Handler,), {"metrics": metrics, "health": health})
-    server = ThreadingHTTPServer((addr, port), handler)
+    try:
+        server = ThreadingHTTPServer((addr, port), handler)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}: choose another "
+            "--metrics-port / LOGIN_ETL_METRICS_PORT, or stop what holds that port"
+        ) from exc
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

@@ -10,6 +10,7 @@ table or privilege) becomes `ConfigError`; anything else is a
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,7 +141,21 @@ def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
         problem = config_problem(exc)
         if problem is not None:
             raise ConfigError(problem) from exc
-        raise SinkUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
+        raise SinkUnavailable(
+            f"cannot connect to PostgreSQL at {target(url)} (is it up, and is that the host "
+            f"and port of LOGIN_ETL_DATABASE_URL or PGHOST/PGPORT?): {_describe(exc)}"
+        ) from exc
+
+
+def target(url: str) -> str:
+    """``host:port`` the URL (or libpq's PG* variables) points at; never user or password."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        params = {}
+    host = str(params.get("host") or os.environ.get("PGHOST") or "localhost (socket)")
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
+    return f"{host}:{port}"
 
 
 def translate(exc: psycopg.Error) -> LoginEtlError:
@@ -188,8 +203,19 @@ def _describe(exc: psycopg.Error) -> str:
 
 
 def init_schema(conn: psycopg.Connection[Any]) -> None:
-    """Create `user_logins` (if absent) and the service's own tables; idempotent."""
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute(query("schema_lock"))
-        cur.execute(query("schema"))
-        cur.execute(query("lake_schema"))  # the lake's outbox and catalog (login_etl.lake)
+    """Create `user_logins` (if absent) and the service's own tables; idempotent.
+
+    A role without DDL rights (a writer, as `login-etl grant writer` makes it)
+    is told how to split the work, not sent back to `grant`.
+    """
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(query("schema_lock"))
+            cur.execute(query("schema"))
+            cur.execute(query("lake_schema"))  # the lake's outbox and catalog (login_etl.lake)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConfigError(
+            "init-db: this database role may not create or alter tables (a writer role has "
+            "no DDL): run `login-etl init-db` once as the tables' owner, and run workers "
+            "with --no-init-db (LOGIN_ETL_INIT_DB=false)"
+        ) from exc

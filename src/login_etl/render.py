@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -14,6 +15,17 @@ from rich.text import Text
 from login_etl.recovery import UserLogin
 from login_etl.rejects import Rejected
 from login_etl.reveal import escape
+
+
+def console() -> Console:
+    """A console for tables: the terminal's width, or, piped or redirected, no limit.
+
+    Into a pipe or a file, a table is cut at nobody's screen: ids and reasons
+    are printed whole, for grep and for the next command.
+    """
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=100_000, no_color=True)
 
 
 def _utc(moment: datetime) -> str:
@@ -45,14 +57,14 @@ def rejections(
         }
         click.echo(json.dumps(doc))
         return
-    console = Console()
+    out = console()
     by_reason = Table(title="Rejections by reason")
     by_reason.add_column("reason")
     by_reason.add_column("count", justify="right")
     by_reason.add_column("last rejected (UTC)")
     for reason, n, last in counts:
         by_reason.add_row(Text(reason), str(n), _utc(last))
-    console.print(by_reason)
+    out.print(by_reason)
     if not recent:
         return
     table = Table(title="Most recent")
@@ -71,7 +83,7 @@ def rejections(
         if show_bodies:
             cells.append(Text(escape(r.body or "")))  # never as markup, no raw controls
         table.add_row(*cells)
-    console.print(table)
+    out.print(table)
 
 
 def user_logins(rows: Sequence[UserLogin], fields: Sequence[str]) -> None:

@@ -115,7 +115,15 @@ class Retrier:
             raise RetryTimeExceeded(f"{stage}: stopped while failing: {exc}") from exc
         if backoff.time_to_give_up(now):
             raise RetryTimeExceeded(f"{stage}: gave up after {self.max_time:g}s: {exc}") from exc
-        log.warning("%s failed, retrying: %s", stage, exc, extra={"fields": {"stage": stage}})
+        left = backoff.give_up_at - now
+        log.warning(
+            "%s failed, retrying (for up to %.0fs more of --max-retry-time %gs): %s",
+            stage,
+            left,
+            self.max_time,
+            exc,
+            extra={"fields": {"stage": stage, "retry_seconds_left": round(left)}},
+        )
         if self._on_retry is not None:
             self._on_retry(stage)
         return backoff

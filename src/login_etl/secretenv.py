@@ -37,6 +37,15 @@ def from_env(
     return read_secret_file(variable + "_FILE", path, notes), variable + "_FILE"
 
 
+# Said the same in the warning and in docs/security.md: what holds on a plain
+# host, under compose (the image runs as uid 10001) and in Kubernetes.
+KEY_FILE_ADVICE = (
+    "make it readable by the worker's user only: `chown USER FILE && chmod 0400 FILE` "
+    "(compose bind-mounts it for the image's uid 10001: `chown 10001`); in Kubernetes, "
+    "the secret volume's defaultMode: 0400 with the pod's fsGroup"
+)
+
+
 def read_secret_file(name: str, path: str, notes: list[str]) -> str:
     """The stripped text of the secret file `path`; a world-readable one adds a note."""
     try:
@@ -49,7 +58,7 @@ def read_secret_file(name: str, path: str, notes: list[str]) -> str:
         raise ConfigError(f"{name}: {path} is not UTF-8 text") from None
     # Group-readable is normal for Kubernetes secret volumes (fsGroup); world is not.
     if mode & stat.S_IROTH:
-        notes.append(f"{name}: {path} is readable by every user; chmod o-r it")
+        notes.append(f"{name}: {path} is readable by every user; {KEY_FILE_ADVICE}")
     return text.strip()
 
 

@@ -116,7 +116,10 @@ def translated(action: str) -> Iterator[None]:
             raise ConfigError(f"SQS {action} failed: {code}") from exc
         raise SourceUnavailable(f"SQS {action} failed: {code or exc}") from exc
     except botocore.exceptions.BotoCoreError as exc:
-        raise SourceUnavailable(f"SQS {action} failed: {type(exc).__name__}") from exc
+        # Connection errors carry the URL they could not reach: name it.
+        url = getattr(exc, "kwargs", {}).get("endpoint_url")
+        where = f": cannot reach {url} (check AWS_ENDPOINT_URL and the queue URL)" if url else ""
+        raise SourceUnavailable(f"SQS {action} failed: {type(exc).__name__}{where}") from exc
 
 
 _S = TypeVar("_S")

@@ -147,7 +147,7 @@ def test_dags_test_drains_the_queue_into_postgres(airflow_env: dict[str, str]) -
             "LOGIN_ETL_DATABASE_URL": pg.url,
             "LOGIN_ETL_MASKING_KEY": generate_key(),
             "LOGIN_ETL_WAIT_TIME": "1",
-            "LOGIN_ETL_BATCH_WAIT": "200",
+            "LOGIN_ETL_BATCH_WAIT_SECONDS": "0.2",
         }
         env = {**airflow_env, **worker_env}
         seeded = subprocess.run(

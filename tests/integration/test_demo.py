@@ -246,6 +246,10 @@ def test_keep_leaves_services_usable_until_ctrl_c(demo_tmp: Path) -> None:
             "LOGIN_ETL_QUEUE_URL",
             "LOGIN_ETL_DATABASE_URL",
             "LOGIN_ETL_MASKING_KEY",
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
         } <= env.keys()
         assert re.search(r"^\s*psql \S+", out, re.M)
         numbers, _ = parse_summary(out)
@@ -271,3 +275,47 @@ def test_keep_leaves_services_usable_until_ctrl_c(demo_tmp: Path) -> None:
         demo.kill()
     assert code == 0, demo.out
     assert_nothing_left(demo_tmp)
+
+
+def test_keep_on_a_terminal_gives_a_shell_where_psql_and_unmask_work(demo_tmp: Path) -> None:
+    """The documented `psql -Atc … | login-etl unmask` in the shell --keep starts."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "login_etl", "demo", "--synthetic", "30", "--keep"],
+        env=demo_env(demo_tmp, SHELL="/bin/sh", PATH=os.environ["PATH"]),
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    os.close(secondary)
+    try:
+        command = (
+            "psql -Atc 'SELECT masked_ip FROM user_logins ORDER BY 1 LIMIT 2' "
+            "| login-etl unmask --field ip --purpose demo; exit\n"
+        )
+        os.write(primary, command.encode())  # read by the shell once it starts
+        out, _ = demo.communicate(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        os.close(primary)
+    text = out.decode()
+    assert demo.returncode == 0, text
+    assert "A shell (/bin/sh) with these set" in text
+    assert "stopping the demo's services" in text
+    after = text.split("Leave it (exit or Ctrl-D)", 1)[1]
+    assert len([line for line in after.split() if _is_ip(line)]) == 2, after
+    assert_nothing_left(demo_tmp)
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        return False
+    return True

@@ -302,7 +302,7 @@ def test_maintain_compacts_expires_and_removes_orphans(lake_env) -> None:
     finally:
         lake.close()
     env = lake_env.vars(LOGIN_ETL_LAKE_WAREHOUSE=lake_env.warehouse)
-    done = cli(env, "lake", "maintain", "--older-than", "0", "--retain-last", "1")
+    done = cli(env, "lake", "maintain", "--older-than-seconds", "0", "--retain-last", "1")
     assert done.returncode == 0, done.stderr
     # 4 appends, then the compaction's one snapshot: all but the newest expire.
     assert "compacted 1 partitions (4 files into 1), expired 4 snapshots" in done.stdout

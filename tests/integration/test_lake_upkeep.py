@@ -139,7 +139,7 @@ def test_compaction_makes_bounded_files_and_keeps_records_and_mark(lake_env, mon
         assert summary["login-etl.operation"] == "compact"
         assert summary[MARK_KEY] == str(mark) and mark_of(table) == mark
         assert (summary["deleted-data-files"], summary["added-data-files"]) == ("12", "4")
-        # Snapshots younger than --older-than stay, and so do the files they hold.
+        # Snapshots younger than --older-than-seconds stay, and so do the files they hold.
         old = table.scan(snapshot_id=old_snapshot).to_arrow().to_pylist()
         assert by_id(old) == before
     assert all(table.io.new_input(path).exists() for path in small)

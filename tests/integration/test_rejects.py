@@ -253,3 +253,25 @@ def test_prune_finds_old_entries_through_an_index(etl_env) -> None:
             rows = conn.execute("EXPLAIN " + sql_text(name), {"older_than": 86400.0})
             plan = "\n".join(r[0] for r in rows)
             assert "login_etl_ledger_recorded_at" in plan, (name, plan)
+
+
+def test_rejects_list_into_a_pipe_prints_ids_and_bodies_whole(etl_env, sqs_client) -> None:
+    body = json.dumps({"user_id": "u-" + "x" * 150, "note": "a body longer than any terminal"})
+    send(sqs_client, etl_env.queue_url, [body, "not json"])
+    assert cli(etl_env.vars(), "run", "--drain").returncode == 0
+    rows = query(etl_env.database_url, "SELECT message_id, reason FROM user_logins_rejected")
+    # A subprocess's stdout is a pipe; COLUMNS would narrow a terminal's table.
+    listed = cli(
+        etl_env.vars(COLUMNS="60"),
+        "rejects",
+        "list",
+        "--show-bodies",
+        "--purpose",
+        "triage",
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert len(rows) == 2, rows
+    for message_id, reason in rows:
+        assert message_id in listed.stdout and reason in listed.stdout, listed.stdout
+    assert "a body longer than any terminal" in listed.stdout
+    assert "…" not in listed.stdout

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from login_etl.config import SPECS, Settings
+from login_etl.config import KEY_FILE_ADVICE, SPECS, Settings
 from login_etl.errors import ConfigError
 from login_etl.masking import Masker, key_id
 from login_etl.pipeline import Options
@@ -137,38 +138,6 @@ def test_an_empty_variable_means_the_default(name: str) -> None:
 def test_log_choices_are_case_insensitive() -> None:
     s = load(LOGIN_ETL_LOG_FORMAT="JSON", LOGIN_ETL_LOG_LEVEL="Warning")
     assert (s.log_format, s.log_level) == ("json", "warning")
-
-
-# -- the deprecated batch wait in milliseconds ---------------------------------------
-
-
-def test_old_batch_wait_in_ms_still_works_and_says_it_is_deprecated() -> None:
-    s = load(LOGIN_ETL_BATCH_WAIT="250")
-    assert s.batch_wait_seconds == 0.25
-    assert len(s.notes) == 1 and "LOGIN_ETL_BATCH_WAIT is deprecated" in s.notes[0]
-    assert "LOGIN_ETL_BATCH_WAIT_SECONDS" in s.notes[0]
-    flagged = load({"batch_wait": 1500})
-    assert flagged.batch_wait_seconds == 1.5 and "--batch-wait is deprecated" in flagged.notes[0]
-
-
-@pytest.mark.parametrize(
-    ("flags", "env", "expected"),
-    [
-        ({"batch_wait_seconds": "2"}, {"LOGIN_ETL_BATCH_WAIT": "100"}, 2.0),
-        ({}, {"LOGIN_ETL_BATCH_WAIT_SECONDS": "2", "LOGIN_ETL_BATCH_WAIT": "100"}, 2.0),
-        ({"batch_wait": "100"}, {"LOGIN_ETL_BATCH_WAIT_SECONDS": "2"}, 0.1),  # a flag beats env
-    ],
-)
-def test_new_name_wins_at_the_same_level(flags: dict, env: dict, expected: float) -> None:
-    assert Settings.load(flags, env).batch_wait_seconds == expected
-
-
-def test_the_old_name_keeps_its_old_unit_and_range() -> None:
-    assert load(LOGIN_ETL_BATCH_WAIT="1").batch_wait_seconds == 0.001
-    with pytest.raises(ConfigError, match=r"LOGIN_ETL_BATCH_WAIT: '0.5' is not a valid integer"):
-        load(LOGIN_ETL_BATCH_WAIT="0.5")  # milliseconds are whole numbers, as before
-    with pytest.raises(ConfigError, match=r"LOGIN_ETL_BATCH_WAIT: .*1<=x<=600000"):
-        load(LOGIN_ETL_BATCH_WAIT="600001")
 
 
 # -- secrets: environment or *_FILE, never a flag with a password -------------------------
@@ -336,3 +305,44 @@ def test_pipeline_options_map_every_loop_setting() -> None:
         shutdown_timeout=4.0,
         visibility_timeout=45,
     )
+
+
+# -- unknown LOGIN_ETL_* variables ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "closest"),
+    [
+        ("LOGIN_ETL_BATCHSIZE", "LOGIN_ETL_BATCH_SIZE"),
+        ("LOGIN_ETL_QUEUE", "LOGIN_ETL_QUEUE_URL"),
+        ("LOGIN_ETL_MASKING_KEY_FLIE", "LOGIN_ETL_MASKING_KEY_FILE"),
+        ("LOGIN_ETL_BATCH_WAIT", "LOGIN_ETL_BATCH_WAIT_SECONDS"),  # the old milliseconds name
+    ],
+)
+def test_an_unknown_variable_is_noted_with_the_closest_known_one(name: str, closest: str) -> None:
+    s = load(**{name: "10"})
+    note = f"{name} is not a login-etl setting and is ignored: did you mean {closest}?"
+    assert s.notes == (note,)
+    assert s.batch_size == 500  # ignored, not guessed
+
+
+def test_variables_login_etl_reads_elsewhere_are_not_noted() -> None:
+    s = load(LOGIN_ETL_PG_BINDIR="/usr/lib/postgresql/15/bin", LOGIN_ETL_AIRFLOW_RETRIES="3")
+    assert s.notes == ()
+
+
+def test_an_unknown_variable_with_no_close_name_points_at_the_reference() -> None:
+    (note,) = load(LOGIN_ETL_ZZZZZZZZZZZZZZ="1").notes
+    assert note.endswith("(see docs/settings.md)")
+
+
+def test_the_key_file_warning_and_the_docs_give_the_same_advice(tmp_path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY_A_TEXT)
+    key_file.chmod(0o644)
+    (note,) = load(LOGIN_ETL_MASKING_KEY_FILE=str(key_file)).notes
+    assert note.endswith(KEY_FILE_ADVICE)
+    for fix in ("chmod 0400", "chown 10001", "defaultMode: 0400", "fsGroup"):
+        assert fix in KEY_FILE_ADVICE
+    security = (Path(__file__).parents[2] / "docs" / "security.md").read_text("utf-8")
+    assert f"> {KEY_FILE_ADVICE}\n" in security

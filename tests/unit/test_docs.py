@@ -63,3 +63,58 @@ def _modules() -> list[str]:
 def test_the_code_map_names_every_module(module: str) -> None:
     architecture = README[README.index("## Architecture") : README.index("## More")]
     assert f"]({module})" in architecture
+
+
+# -- the README's worked example and demo transcript are what the code produces -------
+
+
+def test_the_readme_example_row_is_what_transform_makes() -> None:
+    import json
+    import re
+    from datetime import UTC, datetime
+
+    from login_etl.masking import Masker
+    from login_etl.source import Message
+    from login_etl.transform import Row, transform
+
+    section = README[README.index("### One event and the row it becomes") :]
+    body = re.search(r"```json\n(.*?)\n```", section, re.S).group(1)  # type: ignore[union-attr]
+    shown = dict(re.findall(r"^\| (\w+) \| `([^`]*)` \|$", section, re.M))
+    sent_at = datetime(2026, 11, 26, 8, 30, tzinfo=UTC)
+    row = transform(Message("m-1", "r", body, sent_at), Masker(bytes(range(64))))
+    assert isinstance(row, Row)
+    assert json.loads(body)["ip"] not in section.split("```", 2)[2]  # only masks below
+    made = {
+        "user_id": row.user_id,
+        "device_type": row.device_type,
+        "masked_ip": row.masked_ip,
+        "masked_device_id": row.masked_device_id,
+        "locale": row.locale,
+        "app_version": str(row.app_version),
+        "create_date": str(row.create_date),
+    }
+    assert shown == made
+
+
+def test_the_readme_demo_transcript_is_what_the_seeded_demo_loads() -> None:
+    import re
+
+    from login_etl.dev.seed import synthetic
+    from tests.oracle import outcome
+
+    makefile = (ROOT / "Makefile").read_text("utf-8")
+    seed = int(re.search(r"^DEMO_ARGS \?= --random-seed (\d+)$", makefile, re.M).group(1))  # type: ignore[union-attr]
+    transcript = README[README.index("$ make demo") : README.index("## Point it at real services")]
+    assert f"synthetic events (seed {seed})" in transcript
+    sent = int(re.search(r"messages sent\s+([\d,]+)", transcript).group(1).replace(",", ""))  # type: ignore[union-attr]
+    valid, reasons = outcome(synthetic(sent, seed))
+
+    def shown(label: str) -> int:
+        found = re.search(rf"^\s+{re.escape(label)}\s+([\d,]+)$", transcript, re.M)
+        assert found, label
+        return int(found.group(1).replace(",", ""))
+
+    assert shown("loaded") == len(valid)
+    assert shown("rejected") == sum(reasons.values())
+    for reason, n in reasons.items():
+        assert shown(reason) == n, reason

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from login_etl import __version__, logs, redact
-from login_etl.config import ALIASES, SPECS, Settings, Spec
+from login_etl.config import SPECS, Settings, Spec
 from login_etl.errors import ConfigError, LoginEtlError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,7 +111,7 @@ def settings_options(*names: str) -> Callable[[F], F]:
 
     Secrets that only the environment may carry get no flag. Values from the
     environment are parsed again by `Settings.load`, which also reads
-    ``*_FILE`` secrets and deprecated names.
+    ``*_FILE`` secrets.
     """
 
     def decorate(fn: F) -> F:
@@ -135,11 +135,6 @@ def settings_options(*names: str) -> Callable[[F], F]:
                     show_envvar=True,
                     help=_help(spec),
                 )(fn)
-            alias = ALIASES.get(name)
-            if alias is not None:
-                fn = click.option(
-                    alias.flag, alias.old, type=alias.type, hidden=True, help=alias.note
-                )(fn)
         return fn
 
     return decorate
@@ -150,16 +145,30 @@ def load(flags: dict[str, Any], *names: str) -> Settings:
     ctx = click.get_current_context()
     given = {}
     for name in names:
-        for key in (name, getattr(ALIASES.get(name), "old", None)):
-            if key is None or key not in flags:
-                continue
-            value = flags.pop(key)
-            if ctx.get_parameter_source(key) == click.core.ParameterSource.COMMANDLINE:
-                given[key] = value
-    return Settings.load(given)
+        if name not in flags:
+            continue
+        value = flags.pop(name)
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            given[name] = value
+    settings = Settings.load(given)
+    if ctx.info_name != "run":  # `run` logs them itself, in the format its flags choose
+        for note in settings.notes:
+            logging.getLogger("login_etl").warning(note)
+    return settings
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_CODES = """\b
+Exit codes:
+  0  done (run: stopped by SIGTERM/SIGINT, drained, or --max-messages reached)
+  1  a failure: an outage outlasted --max-retry-time, or PostgreSQL refused a statement
+  2  bad configuration or usage: fix it before retrying (one error line says what)
+
+\b
+Reference: docs/cli.md (every command), docs/settings.md (every setting),
+docs/troubleshooting.md (each error line, its cause and fix)."""
+
+
+@click.group(cls=Group, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="login-etl")
 def cli() -> None:
     """Drain login events from SQS, mask PII, load them into PostgreSQL exactly once."""

@@ -6,8 +6,10 @@ Everything that shows a plaintext value first commits an audit row
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,14 +28,42 @@ from login_etl.reveal import escape
     help="Have AWS KMS make the key under this KMS key (id, ARN or alias) and print it as "
     "kms:<base64 CiphertextBlob>; the plaintext is never printed.",
 )
-def keygen(kms_key_id: str | None) -> None:
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write the key to FILE, created readable by its owner only (mode 0400), instead of "
+    "printing it; an existing FILE is never overwritten.",
+)
+def keygen(kms_key_id: str | None, output: Path | None) -> None:
     """Print a new random 512-bit master key for LOGIN_ETL_MASKING_KEY."""
     if kms_key_id is None:
-        click.echo(generate_key())
-        return
-    from login_etl import kms
+        key = generate_key()
+    else:
+        from login_etl import kms
 
-    click.echo(kms.new_data_key(kms_key_id))
+        key = kms.new_data_key(kms_key_id)
+    if output is None:
+        click.echo(key)
+        return
+    _write_key_file(output, key)
+    click.echo(f"wrote a new key to {escape(str(output))} (mode 0400)", err=True)
+
+
+def _write_key_file(path: Path, key: str) -> None:
+    """Create `path` with mode 0400 and `key` in it; refuse to replace a file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    except FileExistsError:
+        raise ConfigError(
+            f"--output {path}: the file exists; keygen never overwrites a key (another "
+            "key's masks would become unreadable): choose another FILE"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"--output {path}: cannot create it: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(key + "\n")
+    os.chmod(path, 0o400)  # a umask cannot widen it, but a filesystem may ignore the create mode
 
 
 def purpose_options(*, required: bool) -> Callable[[F], F]:

@@ -102,15 +102,14 @@ def status(as_json: bool, **flags: Any) -> None:
     """Queue depth, rows loaded, rejections by reason and the last load time."""
     import json
 
-    from rich.console import Console
-
+    from login_etl import render
     from login_etl import status as report
 
     found = report.collect(load(flags, "queue_url", "database_url"))
     if as_json:
         click.echo(json.dumps(report.to_dict(found)))
     else:
-        report.render(found, Console())
+        report.render(found, render.console())
 
 
 @cli.command()
@@ -181,11 +180,11 @@ def lake_flush(**flags: Any) -> None:
 @lake.command("maintain")
 @settings_options("database_url", "lake_warehouse")
 @click.option(
-    "--older-than",
+    "--older-than-seconds",
     type=click.FloatRange(min=0),
-    default=24.0,
+    default=86_400.0,
     show_default=True,
-    help="Hours: expire snapshots and remove orphan files older than this.",
+    help="Expire snapshots and remove orphan files older than this many seconds (a day).",
 )
 @click.option(
     "--retain-last",
@@ -201,7 +200,9 @@ def lake_flush(**flags: Any) -> None:
     show_default=True,
     help="Compaction merges files smaller than 3/4 of this into files of at most this size.",
 )
-def lake_maintain(older_than: float, retain_last: int, target_file_mb: float, **flags: Any) -> None:
+def lake_maintain(
+    older_than_seconds: float, retain_last: int, target_file_mb: float, **flags: Any
+) -> None:
     """Compact small files, expire old snapshots, delete orphan files (daily)."""
     from datetime import timedelta
 
@@ -209,7 +210,7 @@ def lake_maintain(older_than: float, retain_last: int, target_file_mb: float, **
 
     result = maintain(
         load(flags, "database_url", "lake_warehouse"),
-        older_than=timedelta(hours=older_than),
+        older_than=timedelta(seconds=older_than_seconds),
         retain_last=retain_last,
         target_file_mb=target_file_mb,
     )

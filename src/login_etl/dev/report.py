@@ -5,10 +5,15 @@ Rendering only: every function prints to the `rich.console.Console` it gets.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -120,24 +125,57 @@ def _show_rows(console: Console, names: list[str], rows: list[tuple[Any, ...]]) 
 def keep_running(
     console: Console, pg: LocalPostgres, endpoint: str, queue_url: str, key: str
 ) -> None:
-    """Print how to reach the services, then wait for Ctrl-C."""
-    psql = "psql" if shutil.which("psql") else str(pg.bindir / "psql")
+    """Print how to reach the services, then keep them up until the user is done.
+
+    On a terminal the user gets a shell with every variable set (``PG*`` for
+    psql, ``LOGIN_ETL_*`` and AWS's for login-etl), ``psql`` and ``login-etl``
+    on its PATH; leaving it stops the services. Otherwise, Ctrl-C stops them.
+    """
     env = local_aws_env(endpoint) | {
         "LOGIN_ETL_QUEUE_URL": queue_url,
         "LOGIN_ETL_DATABASE_URL": pg.url,
         "LOGIN_ETL_MASKING_KEY": key,
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(pg.port),
+        "PGUSER": "postgres",
+        "PGDATABASE": "postgres",
     }
+    psql = "psql" if shutil.which("psql") else str(pg.bindir / "psql")
     console.rule("[bold]services kept running")
     console.print("PostgreSQL:")
     console.print(f"  {shlex.quote(psql)} {shlex.quote(pg.url)}", markup=False, soft_wrap=True)
-    console.print("Environment for login-etl (status, seed, run, unmask) and the AWS CLI:")
+    console.print("Environment for psql, login-etl (status, seed, run, unmask) and the AWS CLI:")
     for name, value in env.items():
         console.print(
             f"  export {name}={shlex.quote(value)}", markup=False, highlight=False, soft_wrap=True
         )
+    if sys.stdin.isatty():
+        _subshell(console, env, pg)
+        return
     console.print("Press Ctrl-C to stop them and delete everything.")
     try:
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         console.print("stopping the demo's services")
+
+
+def _subshell(console: Console, env: dict[str, str], pg: LocalPostgres) -> None:
+    """Run the user's shell with `env`, psql and login-etl on PATH, until it exits."""
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    path = os.pathsep.join([str(Path(sys.executable).parent), str(pg.bindir), os.environ["PATH"]])
+    console.print(
+        f"A shell ({shell}) with these set, psql and login-etl on its PATH; try\n"
+        "  psql -Atc 'SELECT masked_ip FROM user_logins LIMIT 3' | "
+        "login-etl unmask --field ip --purpose demo\n"
+        "Leave it (exit or Ctrl-D) to stop the services and delete everything.",
+        markup=False,
+        highlight=False,
+    )
+    # Ctrl-C belongs to the shell now: a handler (not SIG_IGN) is reset in the child.
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        subprocess.run([shell], env={**os.environ, **env, "PATH": path}, check=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    console.print("stopping the demo's services")

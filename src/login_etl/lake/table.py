@@ -45,7 +45,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ConfigError(
         "LOGIN_ETL_LAKE_WAREHOUSE is set but the lake's libraries are missing: "
-        "pip install 'login-etl[lake]'"
+        "pip install '.[lake]' from a checkout (the image has them)"
     ) from exc
 
 if TYPE_CHECKING:
