@@ -31,8 +31,10 @@ from login_etl.dev.local import (
 )
 from login_etl.masking import generate_key
 from login_etl.service import init_db
+from login_etl.sqs import make_client
 
 from .helpers import Env, Workers
+from .querysqs import QuerySqs
 
 _counter = itertools.count()
 
@@ -87,6 +89,39 @@ def queue_url(sqs_client: Any) -> Iterator[str]:
     ]
     yield url
     sqs_client.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture(scope="session")
+def query_sqs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuerySqs]:
+    """moto 4.1.8's server: SQS in the query protocol only (XML), as LocalStack before 3.0
+    answers; from a venv of its own, built on first use (tests/integration/querysqs.py)."""
+    with QuerySqs(tmp_path_factory.mktemp("moto-query")) as server:
+        yield server
+
+
+@pytest.fixture
+def query_aws_env(query_sqs: QuerySqs, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """AWS_* variables pointing boto3 at the query-only endpoint."""
+    env = local_aws_env(query_sqs.endpoint)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def query_sqs_client(query_aws_env: dict[str, str]) -> Any:
+    """Our SQS client (plain boto3 speaks only JSON) for arranging queues on it."""
+    return make_client(query_aws_env["AWS_ENDPOINT_URL"])
+
+
+@pytest.fixture
+def query_queue_url(query_sqs_client: Any) -> Iterator[str]:
+    """A fresh, empty queue on the query-only endpoint."""
+    name = unique_name("login-queue")
+    attributes = {"VisibilityTimeout": "30"}
+    url: str = query_sqs_client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    yield url
+    query_sqs_client.delete_queue(QueueUrl=url)
 
 
 @pytest.fixture
