@@ -109,9 +109,16 @@ def query_aws_env(query_sqs: QuerySqs, monkeypatch: pytest.MonkeyPatch) -> dict[
 
 
 @pytest.fixture
-def query_sqs_client(query_aws_env: dict[str, str]) -> Any:
+def query_sqs_client(query_sqs: QuerySqs) -> Any:
     """Our SQS client (plain boto3 speaks only JSON) for arranging queues on it."""
-    return make_client(query_aws_env["AWS_ENDPOINT_URL"])
+    env = local_aws_env(query_sqs.endpoint)
+    return make_client(
+        env["AWS_ENDPOINT_URL"],
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 @pytest.fixture
@@ -124,9 +131,8 @@ def query_queue_url(query_sqs_client: Any) -> Iterator[str]:
     query_sqs_client.delete_queue(QueueUrl=url)
 
 
-@pytest.fixture
-def database_url(pg_server: LocalPostgres) -> Iterator[str]:
-    """A fresh, empty database for one test."""
+@contextlib.contextmanager
+def _fresh_database(pg_server: LocalPostgres) -> Iterator[str]:
     name = unique_name("test").replace("-", "_")
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -135,6 +141,13 @@ def database_url(pg_server: LocalPostgres) -> Iterator[str]:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@pytest.fixture
+def database_url(pg_server: LocalPostgres) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    with _fresh_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture
@@ -157,6 +170,16 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
         yield pool
     finally:
         pool.kill_all()
+
+
+@pytest.fixture
+def query_env(query_queue_url: str, query_sqs: QuerySqs, pg_server: LocalPostgres) -> Iterator[Env]:
+    """A queue on the query-only endpoint, a fresh database of its own and a key.
+
+    Not exported in this process: `etl_env` may be in the same test.
+    """
+    with _fresh_database(pg_server) as url:
+        yield Env(query_queue_url, url, generate_key(), local_aws_env(query_sqs.endpoint))
 
 
 # -- dedicated servers (ones a test may stop) ---------------------------------------

@@ -218,7 +218,10 @@ def queue(request: pytest.FixtureRequest) -> SourceUnderTest:
                 memory.send(body)
 
         return SourceUnderTest(memory, send_memory)
-    fixture = "query_queue_url" if request.param == "sqs-query" else "queue_url"
+    fixture = "queue_url"
+    if request.param == "sqs-query":
+        request.getfixturevalue("query_aws_env")  # AWS_ENDPOINT_URL names that endpoint
+        fixture = "query_queue_url"
     sqs = SqsSource(request.getfixturevalue(fixture))  # made with VisibilityTimeout 30
 
     def send_sqs(bodies: list[str]) -> None:
