@@ -70,4 +70,4 @@ airflow-lock:
 AIRFLOW_VERSION ?= 3.3.2
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools .venv-sqs-query .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -183,12 +183,17 @@ class SqsClient:
         """The boto3 client's `meta` (region, endpoint URL) for the protocol in use."""
         return self._client(self.protocol or "json").meta
 
+    @property
+    def exceptions(self) -> Any:
+        """The boto3 client's modelled exception classes, for the protocol in use."""
+        return self._client(self.protocol or "json").exceptions
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
 
-        def call(**kwargs: Any) -> Any:
-            return self._call(name, kwargs)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call(name, args, kwargs)
 
         call.__name__ = name
         return call
@@ -204,22 +209,22 @@ class SqsClient:
                     self._clients[protocol] = client
         return client
 
-    def _call(self, name: str, kwargs: dict[str, Any]) -> Any:
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         protocol = self._found.protocol
         if protocol is None:
-            return self._first_contact(name, kwargs)
+            return self._first_contact(name, args, kwargs)
         try:
-            return getattr(self._client(protocol), name)(**kwargs)
+            return getattr(self._client(protocol), name)(*args, **kwargs)
         except UnexpectedAnswer as answer:
             raise self._wrong_protocol(answer) from None
 
-    def _first_contact(self, name: str, kwargs: dict[str, Any]) -> Any:
+    def _first_contact(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            result = getattr(self._client("json"), name)(**kwargs)
+            result = getattr(self._client("json"), name)(*args, **kwargs)
         except UnexpectedAnswer as answer:
             if answer.status >= 500 and not answer.xml:
                 raise self._outage(answer) from None
-            return self._try_query(name, kwargs, answer)
+            return self._try_query(name, args, kwargs, answer)
         except Exception as exc:
             if _answered(exc):  # an error in JSON: the endpoint speaks JSON
                 self._settle("json")
@@ -227,9 +232,15 @@ class SqsClient:
         self._settle("json")
         return result
 
-    def _try_query(self, name: str, kwargs: dict[str, Any], json_answer: UnexpectedAnswer) -> Any:
+    def _try_query(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        json_answer: UnexpectedAnswer,
+    ) -> Any:
         try:
-            result = getattr(self._client("query"), name)(**kwargs)
+            result = getattr(self._client("query"), name)(*args, **kwargs)
         except UnexpectedAnswer as answer:
             if answer.status >= 500:
                 raise self._outage(answer) from None
