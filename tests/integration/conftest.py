@@ -91,6 +91,15 @@ def queue_url(sqs_client: Any) -> Iterator[str]:
     sqs_client.delete_queue(QueueUrl=url)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the query-only server may build its venv first: give them time for pip."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        asked = callspec is not None and "sqs-query" in callspec.params.values()  # test_contracts
+        if asked or "query_sqs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(600))
+
+
 @pytest.fixture(scope="session")
 def query_sqs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuerySqs]:
     """moto 4.1.8's server: SQS in the query protocol only (XML), as LocalStack before 3.0

@@ -50,7 +50,6 @@ def loaded(env: Env) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
     return sorted(rows, key=repr), sorted(rejected)
 
 
-@pytest.mark.timeout(300)  # the first use builds moto 4.1.8's venv
 def test_the_brief_records_load_alike_through_either_protocol(
     sample_path: Path, etl_env: Env, query_env: Env
 ) -> None:
@@ -73,7 +72,6 @@ def test_the_brief_records_load_alike_through_either_protocol(
     assert query_rejected == json_rejected
 
 
-@pytest.mark.timeout(300)
 def test_status_counts_the_dead_letter_queue_on_the_query_server(
     query_env: Env, query_sqs_client: Any
 ) -> None:
@@ -99,7 +97,6 @@ def test_status_counts_the_dead_letter_queue_on_the_query_server(
     assert (doc["visible"], doc["in_flight"]) == (0, 2)
 
 
-@pytest.mark.timeout(300)
 def test_the_heartbeat_extends_visibility_on_the_query_server(
     query_env: Env, query_sqs_client: Any
 ) -> None:
@@ -122,7 +119,6 @@ def test_the_heartbeat_extends_visibility_on_the_query_server(
 # -- forcing a protocol, and endpoints that speak neither ----------------------------
 
 
-@pytest.mark.timeout(300)
 def test_forcing_json_on_the_query_server_is_one_line_naming_it(query_env: Env) -> None:
     done = cli(query_env.vars(LOGIN_ETL_SQS_PROTOCOL="json"), "status")
     assert done.returncode == 2, done.stderr
