@@ -271,11 +271,15 @@ class SqsClient:
     def _wrong_protocol(self, answer: UnexpectedAnswer) -> Exception:
         if answer.status >= 500 and not answer.xml:
             return self._outage(answer)
+        said = f"SQS endpoint {self.endpoint} answered {answer.describe()}"
         other = "query" if answer.protocol == "json" else "json"
+        in_other = answer.xml if other == "query" else answer.body.lstrip().startswith(b"{")
+        if not in_other:  # an HTML page or plain text: not SQS at all
+            return ConfigError(f"{said} (not SQS: check AWS_ENDPOINT_URL and the queue URL)")
         hint = "auto or " + other if self.forced else other
         return ConfigError(
-            f"SQS endpoint {self.endpoint} answered {answer.describe()} to the "
-            f"{answer.protocol} protocol: set LOGIN_ETL_SQS_PROTOCOL / --sqs-protocol to {hint}"
+            f"{said} to the {answer.protocol} protocol: "
+            f"set LOGIN_ETL_SQS_PROTOCOL / --sqs-protocol to {hint}"
         )
 
 

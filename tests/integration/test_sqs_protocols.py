@@ -192,3 +192,18 @@ def test_an_error_page_from_a_proxy_is_an_outage(
     assert done.returncode == 1, done.stderr
     [line] = error_lines(done.stderr)
     assert env["AWS_ENDPOINT_URL"] in line and "HTTP 503 (text/html): Service Unavailable" in line
+
+
+def test_a_forced_protocol_on_something_not_sqs_says_so(
+    etl_env: Env, not_sqs: ThreadingHTTPServer
+) -> None:
+    page = b"<!DOCTYPE html><html><body>Forbidden by proxy</body></html>"
+    not_sqs.answer = (403, "text/html", page)  # type: ignore[attr-defined]
+    for protocol in ("json", "query"):
+        env = _aimed_at(etl_env, not_sqs) | {"LOGIN_ETL_SQS_PROTOCOL": protocol}
+        done = cli(env, "status")
+        assert done.returncode == 2, (protocol, done.stderr)
+        [line] = error_lines(done.stderr)
+        assert env["AWS_ENDPOINT_URL"] in line
+        assert "HTTP 403 (text/html): Forbidden by proxy" in line
+        assert "not SQS: check AWS_ENDPOINT_URL" in line and "--sqs-protocol" not in line
