@@ -109,4 +109,4 @@ airflow-lock:
 AIRFLOW_VERSION ?= 3.3.2
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(AIRFLOW_VENV) .venv-tools .venv-sqs-query dist build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -137,6 +137,12 @@ class Settings:
     """All settings, parsed and validated. Secrets are hidden from repr."""
 
     queue_url: str | None = setting("SQS queue URL to consume from.", click.STRING)
+    sqs_protocol: str = setting(
+        "SQS wire protocol: auto (found on first contact), json (AWS, LocalStack 3+) or "
+        "query (LocalStack before 3.0, ElasticMQ before 1.4).",
+        Choice("auto", "json", "query"),
+        "auto",
+    )
     database_url: str = setting(
         "PostgreSQL URI (libpq); when empty, libpq's PG* variables apply. A URL with a "
         "password only from the environment or LOGIN_ETL_DATABASE_URL_FILE.",

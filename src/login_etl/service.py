@@ -89,6 +89,7 @@ def sqs_source(settings: Settings) -> SqsSource:
         settings.require_queue(),
         pool_size=settings.concurrency * 2 + 4,
         max_wait=settings.wait_time,
+        protocol=settings.sqs_protocol,
     )
 
 
@@ -254,7 +255,7 @@ def seed(settings: Settings, bodies: Sequence[str]) -> int:
     """Send `bodies` to the configured queue, 10 per call; return how many."""
     if not bodies:
         raise ConfigError("nothing to send")
-    return SqsSource(settings.require_queue()).send_bodies(bodies)
+    return SqsSource(settings.require_queue(), protocol=settings.sqs_protocol).send_bodies(bodies)
 
 
 class KeyCheck:

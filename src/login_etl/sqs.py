@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -20,9 +20,11 @@ from typing import Any, TypeVar
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.session
 
 from login_etl.errors import ConfigError, SourceUnavailable
 from login_etl.source import SQS_BATCH_MAX, QueueDepth, QueueInfo
+from login_etl.sqswire import QueryLoader, SqsClient
 from login_etl.transform import Message
 
 log = logging.getLogger(__name__)
@@ -72,8 +74,9 @@ def make_client(
     pool_size: int = 10,
     max_attempts: int = 1,
     read_timeout: float = CALL_TIMEOUT,
+    protocol: str = "auto",
     **overrides: Any,
-) -> Any:
+) -> SqsClient:
     """A boto3 SQS client with retries and a connection pool sized for our threads.
 
     Every call is bounded: `connect_timeout` 5 s, `read_timeout` as given
@@ -81,9 +84,30 @@ def make_client(
     inside botocore: retries are the worker's own policy (``--max-retry-time``,
     jittered backoff), so a hung endpoint fails a call in seconds and the
     outage is measured the same way as every other.
+    `protocol` is ``auto`` (found on first contact), ``json`` or ``query``
+    (`login_etl.sqswire`).
     `overrides` (endpoint_url, region_name, credentials) replace what boto3's
     standard chain would find; the demo uses them to ignore the shell's AWS_*.
     """
+    make = client_factory(
+        queue_url,
+        pool_size=pool_size,
+        max_attempts=max_attempts,
+        read_timeout=read_timeout,
+        **overrides,
+    )
+    return SqsClient(make, protocol)
+
+
+def client_factory(
+    queue_url: str,
+    *,
+    pool_size: int = 10,
+    max_attempts: int = 1,
+    read_timeout: float = CALL_TIMEOUT,
+    **overrides: Any,
+) -> Callable[[str], Any]:
+    """What builds the boto3 client of one protocol (``json`` or ``query``), as `make_client`'s."""
     region = overrides.pop("region_name", None) or region_for(queue_url)
     if region is None:
         raise ConfigError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)")
@@ -93,10 +117,18 @@ def make_client(
         connect_timeout=5,
         read_timeout=read_timeout,
     )
-    try:
-        return boto3.session.Session().client("sqs", region_name=region, config=config, **overrides)
-    except botocore.exceptions.BotoCoreError as exc:
-        raise ConfigError(f"cannot create the SQS client: {exc}") from exc
+
+    def make(protocol: str) -> Any:
+        core = botocore.session.Session()
+        if protocol == "query":
+            core.register_component("data_loader", QueryLoader())
+        session = boto3.session.Session(botocore_session=core)
+        try:
+            return session.client("sqs", region_name=region, config=config, **overrides)
+        except botocore.exceptions.BotoCoreError as exc:
+            raise ConfigError(f"cannot create the SQS client: {exc}") from exc
+
+    return make
 
 
 @contextmanager
@@ -148,14 +180,21 @@ class SqsSource:
     """Receives from, deletes from and extends messages on one SQS queue."""
 
     def __init__(
-        self, queue_url: str, *, client: Any = None, pool_size: int = 10, max_wait: int = 20
+        self,
+        queue_url: str,
+        *,
+        client: Any = None,
+        pool_size: int = 10,
+        max_wait: int = 20,
+        protocol: str = "auto",
     ) -> None:
         self.queue_url = queue_url
         # Long polls get a client (and connections) of their own, so that deletes and
-        # the heartbeat's extensions never queue behind a hung receive.
-        self.client = client or make_client(queue_url, pool_size=pool_size)
-        self._receiver = client or make_client(
-            queue_url, pool_size=pool_size, read_timeout=max_wait + POLL_SLACK
+        # the heartbeat's extensions never queue behind a hung receive. The two share
+        # the protocol the endpoint was found to speak.
+        self.client = client or make_client(queue_url, pool_size=pool_size, protocol=protocol)
+        self._receiver = client or self.client.sibling(
+            client_factory(queue_url, pool_size=pool_size, read_timeout=max_wait + POLL_SLACK)
         )
         self._dlq: tuple[str | None, int | None] | None = None  # resolved once
 

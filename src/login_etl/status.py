@@ -57,9 +57,9 @@ class Status:
     tables: TableStatus
 
 
-def queue_status(queue_url: str) -> QueueStatus:
+def queue_status(queue_url: str, protocol: str = "auto") -> QueueStatus:
     """Depth of the queue and, when it has a redrive policy, of its DLQ."""
-    client = make_client(queue_url)
+    client = make_client(queue_url, protocol=protocol)
     info = SqsSource(queue_url, client=client).info()
     dlq_visible = None
     if info.dlq_url:
@@ -99,7 +99,7 @@ def _table_status(conn: psycopg.Connection[Any]) -> TableStatus:
 
 def collect(settings: Settings) -> Status:
     """The status of the configured queue (if any) and database."""
-    queue = queue_status(settings.queue_url) if settings.queue_url else None
+    queue = queue_status(settings.queue_url, settings.sqs_protocol) if settings.queue_url else None
     return Status(queue=queue, tables=table_status(settings.database_url))
 
 

@@ -31,8 +31,10 @@ from login_etl.dev.local import (
 )
 from login_etl.masking import generate_key
 from login_etl.service import init_db
+from login_etl.sqs import make_client
 
 from .helpers import Env, Workers
+from .querysqs import QuerySqs
 
 _counter = itertools.count()
 
@@ -89,9 +91,57 @@ def queue_url(sqs_client: Any) -> Iterator[str]:
     sqs_client.delete_queue(QueueUrl=url)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the query-only server may build its venv first: give them time for pip."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        asked = callspec is not None and "sqs-query" in callspec.params.values()  # test_contracts
+        if asked or "query_sqs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(600))
+
+
+@pytest.fixture(scope="session")
+def query_sqs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuerySqs]:
+    """moto 4.1.8's server: SQS in the query protocol only (XML), as LocalStack before 3.0
+    answers; from a venv of its own, built on first use (tests/integration/querysqs.py)."""
+    with QuerySqs(tmp_path_factory.mktemp("moto-query")) as server:
+        yield server
+
+
 @pytest.fixture
-def database_url(pg_server: LocalPostgres) -> Iterator[str]:
-    """A fresh, empty database for one test."""
+def query_aws_env(query_sqs: QuerySqs, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """AWS_* variables pointing boto3 at the query-only endpoint."""
+    env = local_aws_env(query_sqs.endpoint)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def query_sqs_client(query_sqs: QuerySqs) -> Any:
+    """Our SQS client (plain boto3 speaks only JSON) for arranging queues on it."""
+    env = local_aws_env(query_sqs.endpoint)
+    return make_client(
+        env["AWS_ENDPOINT_URL"],
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+@pytest.fixture
+def query_queue_url(query_sqs_client: Any) -> Iterator[str]:
+    """A fresh, empty queue on the query-only endpoint."""
+    name = unique_name("login-queue")
+    attributes = {"VisibilityTimeout": "30"}
+    url: str = query_sqs_client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    yield url
+    query_sqs_client.delete_queue(QueueUrl=url)
+
+
+@contextlib.contextmanager
+def _fresh_database(pg_server: LocalPostgres) -> Iterator[str]:
     name = unique_name("test").replace("-", "_")
     with psycopg.connect(pg_server.url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -100,6 +150,13 @@ def database_url(pg_server: LocalPostgres) -> Iterator[str]:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@pytest.fixture
+def database_url(pg_server: LocalPostgres) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    with _fresh_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture
@@ -122,6 +179,16 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
         yield pool
     finally:
         pool.kill_all()
+
+
+@pytest.fixture
+def query_env(query_queue_url: str, query_sqs: QuerySqs, pg_server: LocalPostgres) -> Iterator[Env]:
+    """A queue on the query-only endpoint, a fresh database of its own and a key.
+
+    Not exported in this process: `etl_env` may be in the same test.
+    """
+    with _fresh_database(pg_server) as url:
+        yield Env(query_queue_url, url, generate_key(), local_aws_env(query_sqs.endpoint))
 
 
 # -- dedicated servers (ones a test may stop) ---------------------------------------

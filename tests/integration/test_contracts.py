@@ -203,9 +203,13 @@ class SourceUnderTest:
     send: Callable[[list[str]], None]
 
 
-@pytest.fixture(params=["memory", "sqs"])
+@pytest.fixture(params=["memory", "sqs", "sqs-query"])
 def queue(request: pytest.FixtureRequest) -> SourceUnderTest:
-    """Each source implementation in turn: an empty queue, visibility timeout 30 s."""
+    """Each source implementation in turn: an empty queue, visibility timeout 30 s.
+
+    ``sqs-query`` is `SqsSource` on a query-only endpoint (moto 4.1.8), which it
+    must find out by itself.
+    """
     if request.param == "memory":
         memory = MemorySource(visibility_timeout=30)
 
@@ -214,7 +218,11 @@ def queue(request: pytest.FixtureRequest) -> SourceUnderTest:
                 memory.send(body)
 
         return SourceUnderTest(memory, send_memory)
-    sqs = SqsSource(request.getfixturevalue("queue_url"))  # made with VisibilityTimeout 30
+    fixture = "queue_url"
+    if request.param == "sqs-query":
+        request.getfixturevalue("query_aws_env")  # AWS_ENDPOINT_URL names that endpoint
+        fixture = "query_queue_url"
+    sqs = SqsSource(request.getfixturevalue(fixture))  # made with VisibilityTimeout 30
 
     def send_sqs(bodies: list[str]) -> None:
         assert sqs.send_bodies(bodies) == len(bodies)
@@ -273,6 +281,8 @@ def test_delete_removes_and_visibility_zero_hands_back(queue: SourceUnderTest) -
     assert (info.visible, info.in_flight) == (0, 0)
 
 
+# Not on moto 4.1.8: its answer to a bad receipt in a visibility batch is not well-formed XML.
+@pytest.mark.parametrize("queue", ["memory", "sqs"], indirect=True)
 def test_bad_receipts_are_returned_as_failed_ids(queue: SourceUnderTest) -> None:
     queue.send(["a", "b"])
     held = receive_all(queue.source, 2)

@@ -116,6 +116,7 @@ def test_bool_false(value: str) -> None:
         ("init_db", "maybe", "not a valid boolean"),
         ("log_format", "xml", "'text', 'json'"),
         ("log_level", "trace", "'debug', 'info', 'warning', 'error'"),
+        ("sqs_protocol", "xml", "'auto', 'json', 'query'"),
     ],
 )
 def test_invalid_values_name_flag_and_env(name: str, value: str, message: str) -> None:
@@ -133,6 +134,11 @@ def test_an_empty_variable_means_the_default(name: str) -> None:
     spec = SPECS[name]
     assert getattr(Settings.load({}, {spec.env: ""}), name) == spec.default
     assert getattr(Settings.load({}, {spec.env: "  "}), name) == spec.default
+
+
+def test_the_sqs_protocol_is_found_unless_forced() -> None:
+    assert load().sqs_protocol == "auto"
+    assert load(LOGIN_ETL_SQS_PROTOCOL="Query").sqs_protocol == "query"
 
 
 def test_log_choices_are_case_insensitive() -> None:

@@ -313,6 +313,62 @@ def test_compose_runs_the_brief_environment_with_the_key_as_a_secret_file() -> N
     assert str(target["port"]) == env["LOGIN_ETL_METRICS_PORT"]
 
 
+_BOUNDED_RESTART = re.compile(r"on-failure:([1-9]\d?)")
+
+
+def compose_problems(compose: dict[str, Any]) -> list[str]:
+    """One image built once, by one service; restarts that stop on a configuration error."""
+    services = compose["services"]
+    builders = [name for name, svc in services.items() if "build" in svc]
+    if len(builders) != 1:
+        return [f"{len(builders)} services build an image: {builders}"]
+    [builder] = builders
+    image = services[builder]["image"]
+    problems = []
+    for name, svc in services.items():
+        if svc.get("image") != image:
+            continue
+        restart = str(svc.get("restart", "no"))
+        if restart != "no" and not _BOUNDED_RESTART.fullmatch(restart):
+            problems.append(f"{name}: restart {restart!r} repeats an exit 2 forever")
+        if name == builder:
+            continue
+        if svc.get("pull_policy") != "never":
+            problems.append(f"{name}: {image} may be pulled instead of the one {builder} built")
+        condition = svc.get("depends_on", {}).get(builder, {}).get("condition")
+        if condition != "service_completed_successfully":
+            problems.append(f"{name}: may start before {builder} has built {image}")
+    return problems
+
+
+def test_compose_builds_once_and_bounds_restarts() -> None:
+    compose = _compose()
+    assert compose_problems(compose) == []
+    worker = compose["services"]["worker"]
+    assert worker["environment"]["LOGIN_ETL_SQS_PROTOCOL"] == "auto"
+    assert worker["depends_on"]["localstack"]["condition"] == "service_healthy"
+    assert "login-queue" in " ".join(compose["services"]["localstack"]["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize(
+    ("service", "change", "problem"),
+    [
+        ("worker", {"restart": "on-failure"}, "worker: restart 'on-failure' repeats"),
+        ("worker", {"restart": "always"}, "worker: restart 'always' repeats"),
+        ("worker", {"restart": "unless-stopped"}, "repeats an exit 2 forever"),
+        ("worker", {"build": "."}, "2 services build an image"),
+        ("worker", {"pull_policy": "missing"}, "worker: login-etl:0.1.0 may be pulled"),
+        ("worker", {"depends_on": {}}, "worker: may start before init-db"),
+    ],
+)
+def test_the_compose_checker_finds_a_planted_mistake(
+    service: str, change: dict[str, Any], problem: str
+) -> None:
+    compose = copy.deepcopy(_compose())
+    compose["services"][service].update(change)
+    assert any(problem in p for p in compose_problems(compose)), compose_problems(compose)
+
+
 # --- Dockerfile -------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 PIPELINE = (
     "queue_url",
+    "sqs_protocol",
     "database_url",
     "masking_key",
     "masking_old_keys",

@@ -38,7 +38,7 @@ def init_db(**flags: Any) -> None:
 
 
 @cli.command()
-@settings_options("queue_url")
+@settings_options("queue_url", "sqs_protocol")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--synthetic",
@@ -54,7 +54,7 @@ def seed(file: Path | None, count: int | None, random_seed: int | None, **flags:
     if (file is None) == (count is None):
         raise ConfigError("give either FILE or --synthetic N")
     bodies = read_records(file) if file is not None else synthetic(count or 0, random_seed)
-    sent = service.seed(load(flags, "queue_url"), bodies)
+    sent = service.seed(load(flags, "queue_url", "sqs_protocol"), bodies)
     click.echo(f"sent {sent} messages")
 
 
@@ -96,7 +96,7 @@ def demo(
 
 
 @cli.command()
-@settings_options("queue_url", "database_url")
+@settings_options("queue_url", "sqs_protocol", "database_url")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for machines).")
 def status(as_json: bool, **flags: Any) -> None:
     """Queue depth, rows loaded, rejections by reason and the last load time."""
@@ -105,7 +105,7 @@ def status(as_json: bool, **flags: Any) -> None:
     from login_etl import render
     from login_etl import status as report
 
-    found = report.collect(load(flags, "queue_url", "database_url"))
+    found = report.collect(load(flags, "queue_url", "sqs_protocol", "database_url"))
     if as_json:
         click.echo(json.dumps(report.to_dict(found)))
     else:
@@ -113,7 +113,7 @@ def status(as_json: bool, **flags: Any) -> None:
 
 
 @cli.command()
-@settings_options("queue_url", "database_url")
+@settings_options("queue_url", "sqs_protocol", "database_url")
 @click.option(
     "--retention",
     type=click.IntRange(min=60),
@@ -123,7 +123,7 @@ def status(as_json: bool, **flags: Any) -> None:
 @click.option("--force", is_flag=True, help="Allow a --retention shorter than the queue's own.")
 def prune(retention: int | None, dry_run: bool, force: bool, **flags: Any) -> None:
     """Forget ledger entries older than the queue's retention period (plus a day)."""
-    settings = load(flags, "queue_url", "database_url")
+    settings = load(flags, "queue_url", "sqs_protocol", "database_url")
     n, secs = service.prune_ledger(settings, retention=retention, dry_run=dry_run, force=force)
     verb = "would prune" if dry_run else "pruned"
     click.echo(f"{verb} {n} ledger entries (retention {secs}s + margin)")
