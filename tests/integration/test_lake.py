@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from datetime import UTC, timedelta
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import msgspec
 import psycopg
 import pytest
 
@@ -30,6 +32,7 @@ from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.pgsink import PostgresSink
 from login_etl.service import build_pipeline, lake_writer
 from login_etl.sink import Batch
+from login_etl.sqlfiles import query as named_query
 from login_etl.sqs import SqsSource
 from login_etl.transform import Message, transform
 
@@ -397,3 +400,85 @@ def test_refused_rows_stay_out_and_a_replay_brings_them_in_once(lake_env) -> Non
     flush(lake_env)
     ids = Counter(r["message_id"] for r in lake_records(lake_env))
     assert len(ids) == 13 and set(ids.values()) == {1}
+
+
+@pytest.mark.parametrize("warehouse", ["file"], indirect=True)
+def test_a_transaction_open_across_a_flush_reaches_the_lake_once(lake_env) -> None:
+    # A writer's transaction takes its xid, then others commit after it. A flush
+    # meanwhile may not move the mark past the open transaction: its rows, committed
+    # later below the mark, would count as in the lake and be deleted unseen.
+    from login_etl.lake import writer
+
+    settings = Settings.load()
+    masker = Masker(decode_key(lake_env.key))
+    load_directly(lake_env, [json.dumps(event(i)) for i in range(5)])
+    with psycopg.connect(lake_env.database_url) as open_tx:
+        open_tx.execute("SELECT pg_current_xact_id()")  # older than the loads below
+        load_directly(lake_env, [json.dumps(event(i)) for i in range(5, 10)], start=5)
+        for i in range(10, 13):
+            row = transform(Message(f"m-{i}", "r", json.dumps(event(i)), DAY), masker, lake=True)
+            open_tx.execute(named_query("lake_outbox_insert"), msgspec.structs.asdict(row))
+        first = writer.flush_once(settings)
+        open_tx.commit()
+    second = writer.flush_once(settings)
+    ids = Counter(r["message_id"] for r in lake_records(lake_env))
+    assert ids == Counter(f"m-{i}" for i in range(13))
+    # The rows committed after the open transaction began wait for it to end.
+    assert (first.appended, first.outbox) == (5, 5)
+    assert (second.appended, second.outbox) == (8, 0)
+
+
+def _lock_holder(url: str) -> psycopg.Connection[Any]:
+    """A session holding the lake writer lock, as a running flush does."""
+    holder = psycopg.connect(url, autocommit=True)
+    assert holder.execute(named_query("lake_lock")).fetchone() == (True,)
+    holder.execute("SELECT 'holding'")  # its last query is no longer the lock's
+    return holder
+
+
+def _tried_the_lock(url: str) -> bool:
+    """Whether another session's last query was the writer lock's try."""
+    return bool(
+        scalar(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            " AND datname = current_database() AND query LIKE %s",
+            "%pg_try_advisory_lock(hashtext('login-etl lake writer'))%",
+        )
+    )
+
+
+@pytest.mark.parametrize("warehouse", ["file"], indirect=True)
+@pytest.mark.parametrize("command", ["backfill", "rekey"])
+def test_backfill_and_rekey_wait_for_a_running_flush(lake_env, monkeypatch, command) -> None:
+    from login_etl.lake import backfill, upkeep
+
+    load_directly(lake_env, [json.dumps(event(i)) for i in range(10)])
+    flush(lake_env)
+    monkeypatch.setenv("LOGIN_ETL_MASKING_KEY", generate_key())
+    monkeypatch.setenv("LOGIN_ETL_MASKING_OLD_KEYS", lake_env.key)
+    settings = Settings.load()
+    run = {
+        "backfill": lambda: backfill.backfill(settings),
+        "rekey": lambda: upkeep.rekey(settings, settings.masker()),
+    }[command]
+    outcome: list[Any] = []
+    holder = _lock_holder(lake_env.database_url)
+    try:
+        thread = threading.Thread(target=lambda: outcome.append(run()), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while thread.is_alive() and not _tried_the_lock(lake_env.database_url):
+            assert time.monotonic() < deadline, f"{command} neither ran nor tried the lock"
+            time.sleep(0.02)
+        assert thread.is_alive() and not outcome, f"{command} ran while a flush held the lock"
+        assert lake_records(lake_env) and len(lake_records(lake_env)) == 10
+    finally:
+        holder.execute(named_query("lake_unlock"))
+        holder.close()
+    thread.join(60)
+    assert not thread.is_alive() and len(outcome) == 1
+    if command == "backfill":
+        assert (outcome[0].deleted, outcome[0].inserted) == (10, 10)
+    else:
+        assert outcome[0].rows == 10
