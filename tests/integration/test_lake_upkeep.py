@@ -17,15 +17,17 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from login_etl.config import Settings
-from login_etl.errors import LoginEtlError
+from login_etl.errors import LakeUnavailable, LoginEtlError
 from login_etl.lake import rewrite, upkeep, writer
 from login_etl.lake.table import MARK_KEY, Lake, mark_of, partitions
 from login_etl.masking import Masker, decode_key, generate_key
+from login_etl.sqlfiles import query as named_query
 
 from .helpers import LAKE_DAY as DAY
 from .helpers import cli, lake_records, load_directly, query, scalar
@@ -373,6 +375,21 @@ def test_maintain_that_lost_its_writer_lock_deletes_no_orphans(lake_env, monkeyp
     with pytest.raises(LoginEtlError):
         upkeep.maintain(Settings.load(), older_than=timedelta(0))
     assert os.path.exists(in_flight_path)
+
+
+def test_a_session_whose_lock_another_took_is_told_it_lost_it(database_url) -> None:
+    # The lock's session lives on but no longer holds it (released behind its back,
+    # as a pooler that swaps server sessions would); another writer took it since.
+    # That other holder's lock must not pass for this session's.
+    with psycopg.connect(database_url, autocommit=True) as mine:
+        writer.wait_for_lock(mine)
+        writer.still_locked(mine)
+        mine.execute(named_query("lake_unlock"))
+        with psycopg.connect(database_url, autocommit=True) as other:
+            writer.wait_for_lock(other)
+            writer.still_locked(other)
+            with pytest.raises(LakeUnavailable, match="the writer lock was lost"):
+                writer.still_locked(mine)
 
 
 @pytest.mark.parametrize("warehouse", ["file"], indirect=True)
