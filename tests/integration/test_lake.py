@@ -37,7 +37,16 @@ from login_etl.sqs import SqsSource
 from login_etl.transform import Message, transform
 
 from .helpers import LAKE_DAY as DAY
-from .helpers import cli, dump_text, lake_records, load_directly, query, scalar
+from .helpers import (
+    cli,
+    dump_text,
+    lake_records,
+    load_directly,
+    query,
+    queue_depth,
+    scalar,
+    wait_for,
+)
 from .helpers import lake_event as event
 from .helpers import lake_flush as flush
 
@@ -47,13 +56,15 @@ both = pytest.mark.parametrize("warehouse", ["file", "s3"], indirect=True)
 
 
 class LosesDeletes(SqsSource):
-    """SQS whose first delete answers are lost: reported done, never done."""
+    """SQS whose first three delete answers are lost: reported done, never done."""
 
-    lost = 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lost = 0
 
     def delete(self, messages: Any) -> list[str]:
-        if LosesDeletes.lost < 3:
-            LosesDeletes.lost += 1
+        if self.lost < 3:
+            self.lost += 1
             return []
         return super().delete(messages)
 
@@ -83,11 +94,15 @@ def test_drain_with_lost_deletes_leaves_one_lake_record_per_message(
     for i in range(0, len(bodies), 10):
         entries = [{"Id": str(j), "MessageBody": b} for j, b in enumerate(bodies[i : i + 10])]
         sqs_client.send_message_batch(QueueUrl=lake_env.queue_url, Entries=entries)
-    LosesDeletes.lost = 0
-    drain_with_lake(lake_env, LosesDeletes(lake_env.queue_url))
-    time.sleep(3)  # the messages whose deletes were lost come back
+    losing = LosesDeletes(lake_env.queue_url)
+    drain_with_lake(lake_env, losing)
+    assert losing.lost == 3
+    # The messages whose deletes were lost come back when their visibility lapses.
+    wait_for(
+        lambda: queue_depth(sqs_client, lake_env.queue_url)[1] == 0, 60, "the lost deletes' lapse"
+    )
+    assert queue_depth(sqs_client, lake_env.queue_url)[0] > 0
     drain_with_lake(lake_env, SqsSource(lake_env.queue_url))
-    assert LosesDeletes.lost == 3
 
     records = lake_records(lake_env)
     ids = Counter(r["message_id"] for r in records)

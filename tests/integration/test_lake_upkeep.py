@@ -13,8 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -251,7 +250,7 @@ def test_rekey_rewrites_only_files_with_old_masks_a_batch_at_a_time(lake_env, mo
 CHILD = textwrap.dedent(
     """
     import json, sys
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
     from login_etl.config import Settings
     from login_etl.lake import rewrite, upkeep
     from login_etl.lake.table import Lake, partitions
@@ -368,12 +367,13 @@ def test_maintain_that_lost_its_writer_lock_deletes_no_orphans(lake_env, monkeyp
         scalar(lake_env.database_url, "SELECT pg_terminate_backend(%s)", pids[0])
         with table.io.new_output(in_flight).create() as out:  # a writer's next file
             out.write(b"PAR1")
-        time.sleep(0.05)  # written before maintain takes its cutoff
         return real(table, *args)
 
     monkeypatch.setattr(upkeep, "_compact", compact)
+    # A cutoff a minute ahead: the file is older than it, so only the lock check keeps it.
+    later = datetime.now(UTC) + timedelta(minutes=1)
     with pytest.raises(LoginEtlError):
-        upkeep.maintain(Settings.load(), older_than=timedelta(0))
+        upkeep.maintain(Settings.load(), older_than=timedelta(0), now=later)
     assert os.path.exists(in_flight_path)
 
 
