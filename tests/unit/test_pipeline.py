@@ -485,9 +485,9 @@ def test_stop_releases_buffered_messages(masker: Masker) -> None:
         def close(self) -> None:
             pass
 
-    pipeline = Pipeline(
-        source, GatedSink(), masker, options(concurrency=1, batch_size=5, drain=False)
-    )
+    # run() would wait ten minutes for a thread that ignored stop().
+    opts = options(concurrency=1, batch_size=5, drain=False, shutdown_timeout=600.0)
+    pipeline = Pipeline(source, GatedSink(), masker, opts)
     runner = Runner(pipeline)
     assert writing.wait(5)
     wait_until(lambda: source.info().visible == 0)  # everything received: 5 writing, 45 buffered
@@ -504,9 +504,11 @@ def test_stop_releases_buffered_messages(masker: Masker) -> None:
 
 
 def test_stop_while_idle_returns_promptly(masker: Masker) -> None:
-    # The heartbeat's period is ten minutes here: returning at all means stop() woke it.
+    # The heartbeat's period is ten minutes, and run() waits as long for its threads:
+    # returning at all means stop() woke every one of them.
     source = PollingSource(visibility_timeout=3600)
-    pipeline = Pipeline(source, MemorySink(), masker, options(drain=False, heartbeat=True))
+    opts = options(drain=False, heartbeat=True, shutdown_timeout=600.0)
+    pipeline = Pipeline(source, MemorySink(), masker, opts)
     runner = Runner(pipeline)
     wait_until(lambda: source.receives > 3)
     pipeline.stop()
