@@ -14,8 +14,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+from click.testing import CliRunner
 
 from login_etl import kms
+from login_etl.cli import cli
 from login_etl.errors import ConfigError, KeyServiceUnavailable
 from login_etl.retry import Retrier
 from tests.unit.helpers import KEY_A
@@ -91,3 +93,17 @@ def test_a_throttled_or_failing_kms_is_retryable(stubbed, code: str) -> None:
     stub.add_client_error("decrypt", service_error_code=code, http_status_code=500)
     with pytest.raises(KeyServiceUnavailable, match=f"KMS failed \\({code}\\)"):
         kms.decrypt_key(WRAPPED, name="LOGIN_ETL_MASKING_KEY", client=client)
+
+
+def test_keygen_without_kms_permission_is_one_line_and_exit_2(stubbed, monkeypatch) -> None:
+    client, stub = stubbed
+    stub.add_client_error(
+        "generate_data_key", service_error_code="AccessDeniedException", http_status_code=400
+    )
+    monkeypatch.setattr(kms, "make_client", lambda: client)
+    result = CliRunner().invoke(cli, ["keygen", "--kms-key-id", "alias/etl"], prog_name="login-etl")
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "login-etl: error: GenerateDataKey under alias/etl: KMS refused (AccessDeniedException)"
+    ]
