@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from login_etl import redact
 from login_etl.config import Settings
 from login_etl.dev.local import (
     LocalPostgres,
@@ -42,6 +43,14 @@ _counter = itertools.count()
 def unique_name(prefix: str) -> str:
     """A name no other test of any session on this machine uses."""
     return f"{prefix}-{os.getpid()}-{next(_counter)}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redact_registry() -> Iterator[None]:
+    """Each test starts and ends with no registered secrets (`Settings.load` registers some)."""
+    redact.forget_all()
+    yield
+    redact.forget_all()
 
 
 @pytest.fixture(scope="session")

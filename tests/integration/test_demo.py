@@ -216,12 +216,23 @@ class Running:
             self.proc.wait()
 
 
+def _loaded_any(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM user_logins)").fetchone()
+    return bool(row and row[0])
+
+
 def test_ctrl_c_mid_run_cleans_up(demo_tmp: Path) -> None:
     demo = Running(demo_tmp, "--synthetic", "3000")
     try:
-        demo.wait_for("Sending 3,000 messages")
+        out = demo.wait_for("Sending 3,000 messages")
         assert [p.name[:13] for p in demo_tmp.iterdir()] == ["login-etl-pg-"]
-        time.sleep(1.0)  # mid-load
+        url = re.search(r"^  PostgreSQL  (\S+)$", out, re.M)
+        assert url, out
+        deadline = time.monotonic() + 60
+        while not _loaded_any(url[1]):  # mid-load: the first batch is in
+            assert time.monotonic() < deadline, f"no row loaded in 60 s:\n{demo.out}"
+            time.sleep(0.05)
         code = demo.interrupt()
     finally:
         demo.kill()

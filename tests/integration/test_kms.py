@@ -15,12 +15,13 @@ import boto3
 import pytest
 
 from login_etl.dev.local import free_port
-from login_etl.kms import ENCRYPTION_CONTEXT
 from login_etl.masking import Masker, generate_key, key_id
 
 from .helpers import cli, event, query, send
 
 WHY = ("--purpose", "kms check")
+# Written out, not imported: keys made by earlier releases carry this context.
+ENCRYPTION_CONTEXT = {"app": "login-etl", "purpose": "masking-key"}
 
 
 @pytest.fixture

@@ -13,19 +13,20 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from login_etl.config import Settings
-from login_etl.errors import LoginEtlError
+from login_etl.errors import LakeUnavailable, LoginEtlError
 from login_etl.lake import rewrite, upkeep, writer
 from login_etl.lake.table import MARK_KEY, Lake, mark_of, partitions
 from login_etl.masking import Masker, decode_key, generate_key
+from login_etl.sqlfiles import query as named_query
 
 from .helpers import LAKE_DAY as DAY
 from .helpers import cli, lake_records, load_directly, query, scalar
@@ -249,7 +250,7 @@ def test_rekey_rewrites_only_files_with_old_masks_a_batch_at_a_time(lake_env, mo
 CHILD = textwrap.dedent(
     """
     import json, sys
-    from datetime import timedelta
+    from datetime import UTC, datetime, timedelta
     from login_etl.config import Settings
     from login_etl.lake import rewrite, upkeep
     from login_etl.lake.table import Lake, partitions
@@ -366,13 +367,29 @@ def test_maintain_that_lost_its_writer_lock_deletes_no_orphans(lake_env, monkeyp
         scalar(lake_env.database_url, "SELECT pg_terminate_backend(%s)", pids[0])
         with table.io.new_output(in_flight).create() as out:  # a writer's next file
             out.write(b"PAR1")
-        time.sleep(0.05)  # written before maintain takes its cutoff
         return real(table, *args)
 
     monkeypatch.setattr(upkeep, "_compact", compact)
+    # A cutoff a minute ahead: the file is older than it, so only the lock check keeps it.
+    later = datetime.now(UTC) + timedelta(minutes=1)
     with pytest.raises(LoginEtlError):
-        upkeep.maintain(Settings.load(), older_than=timedelta(0))
+        upkeep.maintain(Settings.load(), older_than=timedelta(0), now=later)
     assert os.path.exists(in_flight_path)
+
+
+def test_a_session_whose_lock_another_took_is_told_it_lost_it(database_url) -> None:
+    # The lock's session lives on but no longer holds it (released behind its back,
+    # as a pooler that swaps server sessions would); another writer took it since.
+    # That other holder's lock must not pass for this session's.
+    with psycopg.connect(database_url, autocommit=True) as mine:
+        writer.wait_for_lock(mine)
+        writer.still_locked(mine)
+        mine.execute(named_query("lake_unlock"))
+        with psycopg.connect(database_url, autocommit=True) as other:
+            writer.wait_for_lock(other)
+            writer.still_locked(other)
+            with pytest.raises(LakeUnavailable, match="the writer lock was lost"):
+                writer.still_locked(mine)
 
 
 @pytest.mark.parametrize("warehouse", ["file"], indirect=True)

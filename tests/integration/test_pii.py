@@ -14,7 +14,7 @@ import pytest
 
 from login_etl.masking import Masker, decode_key
 
-from .helpers import cli, dump_text, event, query, send
+from .helpers import cli, dump_text, event, query, scalar, send
 
 WHY = ("--purpose", "ticket SEC-42: account takeover report")
 AUDIT = (
@@ -50,14 +50,16 @@ def test_unmask_records_who_why_and_how_many_but_never_the_values(etl_env, sqs_c
         masks_of(etl_env.database_url, "user-1")[0],
         masks_of(etl_env.database_url, "user-2")[0],
     )
+    before = scalar(etl_env.database_url, "SELECT clock_timestamp()")
     done = cli(etl_env.vars(), "unmask", "--field", "ip", *WHY, "--actor", "alice", m1, m2)
+    after = scalar(etl_env.database_url, "SELECT clock_timestamp()")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "203.0.113.9\n198.51.100.4\n"
     assert audit_rows(etl_env.database_url) == [
         ("alice", "postgres", "unmask", "ip", 2, WHY[1], None)
     ]
     at = query(etl_env.database_url, "SELECT accessed_at FROM login_etl_pii_access")[0][0]
-    assert at is not None
+    assert before <= at <= after  # recorded by this command, on the database's clock
     audit_text = " ".join(
         map(str, query(etl_env.database_url, "SELECT * FROM login_etl_pii_access")[0])
     )

@@ -13,7 +13,7 @@ import psycopg
 from login_etl.masking import Masker, decode_key, generate_key, key_id
 
 from .helpers import USER_LOGINS_DDL as DDL
-from .helpers import cli, event, query, send
+from .helpers import cli, event, query, send, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,7 +248,9 @@ def test_rotation_in_the_middle_of_a_load_ends_with_every_row_under_the_new_key(
     assert sorted(r["body"] for r in json.loads(listed.stdout)["recent"]) == sorted(bad)
 
 
-def test_a_wrong_key_started_while_postgres_is_down_loads_nothing(own_pg, own_pg_env, sqs_client):
+def test_a_wrong_key_started_while_postgres_is_down_loads_nothing(
+    own_pg, own_pg_env, sqs_client, workers
+):
     """A replica (no init-db) starts receiving while the database is down; the
     key check then runs before its first write, and refuses."""
     env, url = own_pg_env, own_pg_env.database_url
@@ -257,25 +259,19 @@ def test_a_wrong_key_started_while_postgres_is_down_loads_nothing(own_pg, own_pg
     own_pg.stop("fast")
     send(sqs_client, env.queue_url, [event(2), event(3)])
     fresh = generate_key()
-    replica = subprocess.Popen(
-        [sys.executable, "-m", "login_etl", "run", "--drain"],
-        env=env.vars(
+    replica = workers.start(
+        env.vars(
             LOGIN_ETL_MASKING_KEY=fresh, LOGIN_ETL_INIT_DB="false", LOGIN_ETL_MAX_RETRY_TIME="60"
         ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        "run",
+        "--drain",
     )
-    try:
-        time.sleep(4)
-        assert replica.poll() is None  # started, and waiting for the database
-        own_pg.start()
-        _, stderr = replica.communicate(timeout=90)
-    finally:
-        if replica.poll() is None:
-            replica.kill()
-            replica.communicate()
-    assert replica.returncode == 2, stderr
+    # Started, holding a batch, and waiting for the database to write it.
+    wait_for(lambda: "write failed, retrying" in replica.log, 60, "the replica's first write")
+    assert replica.alive(), replica.log
+    own_pg.start()
+    assert replica.wait(90) == 2, replica.log
+    stderr = replica.log
     assert "key check deferred to the first batch" in stderr
     assert key_id(decode_key(fresh)) in stderr.strip().splitlines()[-1]
     assert query(url, "SELECT user_id FROM user_logins") == [("user-1",)]

@@ -15,9 +15,11 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from login_etl.dev.local import LocalPostgres
 
+from .conftest import unique_name
 from .helpers import cli
 
 PASSWORD = "pw-" + secrets.token_urlsafe(16)
@@ -45,9 +47,27 @@ def scram_pg() -> Iterator[LocalPostgres]:
         yield pg
 
 
-def urls(pg: LocalPostgres) -> dict[str, tuple[str, int]]:
+@pytest.fixture
+def scram_db(scram_pg: LocalPostgres) -> Iterator[str]:
+    """A fresh database on that server for one test: init-db and run change what they find."""
+    name = unique_name("secrets").replace("-", "_")
+    with psycopg.connect(good_url(scram_pg, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(good_url(scram_pg, "postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def good_url(pg: LocalPostgres, dbname: str) -> str:
+    """The right URL, password included, over TCP."""
+    return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{pg.port}/{dbname}"
+
+
+def urls(pg: LocalPostgres, dbname: str) -> dict[str, tuple[str, int]]:
     """name → (URL with the password, expected exit code)."""
-    good = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{pg.port}/postgres"
+    good = good_url(pg, dbname)
     return {
         "quoted": (f'"{good}"', 2),
         "single-quoted": (f"'{good}'", 2),
@@ -61,7 +81,7 @@ def urls(pg: LocalPostgres) -> dict[str, tuple[str, int]]:
         "server-option-typo": (good + "?options=-c%20no_such_setting%3Don", 2),
         "trailing-quote": (good + '"', 2),
         "percent-encoded-password": (
-            f"postgresql://postgres@127.0.0.1:{pg.port}/postgres?%70assword={PASSWORD[::-1]}",
+            f"postgresql://postgres@127.0.0.1:{pg.port}/{dbname}?%70assword={PASSWORD[::-1]}",
             2,
         ),
     }
@@ -78,16 +98,14 @@ COMMANDS = {
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_no_password_in_any_output(scram_pg, etl_env, command: str, fmt: str) -> None:
-    for name, (url, code) in urls(scram_pg).items():
+def test_no_password_in_any_output(scram_pg, scram_db, etl_env, command: str, fmt: str) -> None:
+    for name, (url, code) in urls(scram_pg, scram_db).items():
         if command != "run" and name == "unreachable":
             code = 1  # admin commands do not retry: one attempt, exit 1
         env = etl_env.vars(
             LOGIN_ETL_DATABASE_URL=url, LOGIN_ETL_LOG_FORMAT=fmt, LOGIN_ETL_MAX_RETRY_TIME="2"
         )
-        started = time.monotonic()
         done = cli(env, *COMMANDS[command], timeout=60)
-        elapsed = time.monotonic() - started
         output = done.stdout + done.stderr
         assert PASSWORD not in output, (name, output)
         assert PASSWORD[::-1] not in output, (name, output)
@@ -96,12 +114,12 @@ def test_no_password_in_any_output(scram_pg, etl_env, command: str, fmt: str) ->
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith("login-etl: error: "), (name, output)
         if code == 2:
-            assert elapsed < 15, (name, elapsed)  # never retried
+            assert "retrying" not in output, (name, output)  # never retried
 
 
-def test_the_right_password_from_a_file_works(scram_pg, etl_env, tmp_path) -> None:
+def test_the_right_password_from_a_file_works(scram_pg, scram_db, etl_env, tmp_path) -> None:
     secret = tmp_path / "db-url"
-    secret.write_text(f"postgresql://postgres:{PASSWORD}@127.0.0.1:{scram_pg.port}/postgres\n")
+    secret.write_text(good_url(scram_pg, scram_db) + "\n")
     secret.chmod(0o600)
     env = etl_env.vars(LOGIN_ETL_DATABASE_URL_FILE=str(secret), LOGIN_ETL_LOG_FORMAT="json")
     del env["LOGIN_ETL_DATABASE_URL"]
@@ -113,8 +131,8 @@ def test_the_right_password_from_a_file_works(scram_pg, etl_env, tmp_path) -> No
     assert '"msg": "worker stopped"' in done.stderr
 
 
-def test_a_password_on_the_command_line_is_refused(scram_pg, etl_env) -> None:
-    url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{scram_pg.port}/postgres"
+def test_a_password_on_the_command_line_is_refused(scram_pg, scram_db, etl_env) -> None:
+    url = good_url(scram_pg, scram_db)
     done = cli(etl_env.vars(), "status", "--database-url", url)
     assert done.returncode == 2
     assert PASSWORD not in done.stdout + done.stderr

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from login_etl.config import Settings
 from login_etl.errors import ConfigError
-from login_etl.lake.backfill import choose_dates
+from login_etl.lake.backfill import choose_dates, refuse_losses
 from login_etl.lake.rewrite import BIG_ENOUGH, bins
 from login_etl.lake.table import Mark, sqlalchemy_url
 from login_etl.masking import Masker
@@ -70,6 +70,20 @@ def test_choose_dates_refuses_dates_before_the_lake_unless_forced() -> None:
         choose_dates({day(0)}, day(2), day(1), force=False)
     with pytest.raises(ConfigError, match="no records"):
         choose_dates(set(), None, None, force=True)
+
+
+def test_a_backfill_that_would_lose_one_row_is_refused_unless_forced() -> None:
+    before = {day(0): 10, day(1): 7}
+    with pytest.raises(ConfigError, match=f"1 fewer rows than user_logins on {day(1)} \\("):
+        refuse_losses(before, {day(0): 10, day(1): 6}, force=False)
+    both = f"{day(0)}, {day(1)}"
+    with pytest.raises(ConfigError, match=f"3 fewer rows than user_logins on {both} \\("):
+        refuse_losses(before, {day(0): 9, day(1): 5}, force=False)
+    with pytest.raises(ConfigError, match=f"7 fewer rows than user_logins on {day(1)} \\("):
+        refuse_losses(before, {day(0): 10}, force=False)  # a date the lake lacks entirely
+    refuse_losses(before, {day(0): 9, day(1): 6}, force=True)
+    refuse_losses(before, {day(0): 10, day(1): 7}, force=False)  # nothing lost
+    refuse_losses(before, {day(0): 12, day(1): 7, day(2): 1}, force=False)  # more is fine
 
 
 def test_marks_order_by_transaction_then_row_and_round_trip() -> None:

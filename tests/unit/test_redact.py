@@ -18,13 +18,6 @@ from login_etl.postgres import check_url, connect
 from tests.unit.helpers import KEY_A_TEXT
 
 
-@pytest.fixture(autouse=True)
-def _fresh_registry():
-    redact.forget_all()
-    yield
-    redact.forget_all()
-
-
 def password() -> str:
     return "pw-" + secrets.token_urlsafe(12)
 
@@ -59,6 +52,17 @@ def test_registered_secrets_are_hidden_anywhere() -> None:
     assert pw not in redact.scrub(f"the value {pw} alone")
     assert pw not in redact.scrub(f"{pw}{pw}")
     assert redact.scrub(f"key={KEY_A_TEXT}.") == f"key={redact.MASK}."
+
+
+@pytest.mark.parametrize("order", ["short first", "long first"])
+def test_a_secret_inside_another_is_hidden_whole(order: str) -> None:
+    # A password is a substring of the URL that holds it, and a key may contain
+    # a shorter secret: the longer one must go first, or its remainder shows.
+    inner = "pw-" + secrets.token_hex(8)
+    outer = f"tok-{inner}-tail-{secrets.token_hex(8)}"
+    pair = (inner, outer) if order == "short first" else (outer, inner)
+    redact.register(*pair)
+    assert redact.scrub(f"value {outer} and {inner}.") == "value *** and ***."
 
 
 def test_ordinary_text_is_left_alone() -> None:

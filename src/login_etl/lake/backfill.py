@@ -90,7 +90,7 @@ def choose_dates(
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
 
-def _refuse_losses(before: dict[date, int], after: dict[date, int], *, force: bool) -> None:
+def refuse_losses(before: dict[date, int], after: dict[date, int], *, force: bool) -> None:
     """Refuse a backfill that leaves a date with fewer rows than it had (pure).
 
     Such rows were loaded without reaching the lake (a worker without the lake
@@ -158,7 +158,7 @@ def backfill(
                 cur.execute(query("backfill_outbox"), {**params, **mark.params()})
                 result.from_outbox = cur.rowcount
                 after = dict(cur.execute(query("backfill_counts"), params).fetchall())
-                _refuse_losses(before, after, force=force)  # raising rolls it all back
+                refuse_losses(before, after, force=force)  # raising rolls it all back
     finally:
         lake.close()
     result.seconds = time.monotonic() - started
