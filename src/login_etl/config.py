@@ -31,7 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from login_etl import kms, redact
 from login_etl.errors import ConfigError
-from login_etl.masking import Masker, check_key_length, decode_key
+from login_etl.masking import Masker, check_key, decode_key
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,7 @@ def _read_key(text: str, name: str) -> bytes:
     """A 512-bit key from its base64 text, or from KMS for the ``kms:`` form."""
     if not kms.is_kms(text):
         return decode_key(text, name=name)
-    raw = check_key_length(kms.decrypt_key(text, name=name), name=name)
+    raw = check_key(kms.decrypt_key(text, name=name), name=name)
     redact.register(
         base64.b64encode(raw).decode("ascii"),
         base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="),
