@@ -152,6 +152,7 @@ def rejects_list(
         reveal_pii=reveal_pii,
     )
     render.rejections(counts, recent, as_json=as_json)
+    _unreadable([(r.message_id, r.unreadable) for r in recent if r.unreadable])
 
 
 @rejects.command("replay")
@@ -165,6 +166,15 @@ def rejects_replay(reason: str | None, **flags: Any) -> None:
     click.echo(f"examined {result.examined}, loaded {result.loaded}, still rejected {still}")
     for why, n in sorted(result.still_rejected.items()):
         click.echo(f"  {why}: {n}")
+    _unreadable(result.unreadable)
+
+
+def _unreadable(bodies: list[tuple[str, str]]) -> None:
+    """One line on stderr per sealed body that did not open, then exit 1 if there were any."""
+    for message_id, why in bodies:
+        click.echo(f"login-etl: message {escape(message_id)}: {why}", err=True)
+    if bodies:
+        raise Failure(f"{len(bodies)} sealed bodies did not open and were left as they are")
 
 
 @cli.command()
