@@ -204,14 +204,18 @@ def rekey(**flags: Any) -> None:
 
 @cli.command("grant")
 @settings_options("database_url")
-@click.argument("kind", type=click.Choice(["writer", "analyst"]))
+@click.argument("kind", type=click.Choice(["writer", "analyst", "recovery"]))
 @click.argument("role")
 def grant_role(kind: str, role: str, **flags: Any) -> None:
-    """Give an existing PostgreSQL ROLE exactly the writer or the analyst privileges.
+    """Give an existing PostgreSQL ROLE exactly the writer, analyst or recovery privileges.
 
     writer: what `login-etl run --no-init-db` needs (INSERT and SELECT on
     user_logins, DML on the service's own tables, temporary tables; no DDL).
-    analyst: SELECT on user_logins only. Run as the owner, after init-db.
+    analyst: SELECT on user_logins only. recovery: what unmask and rejects
+    list --show-bodies need (SELECT on user_logins and user_logins_rejected,
+    EXECUTE on the audit's recording function). Run as the owner, after
+    init-db. A role that can read past privileges or raise its own
+    (superuser, CREATEROLE, pg_read_all_data, ...) is refused.
     """
     recovery.grant_role(load(flags, "database_url"), kind, role)
     click.echo(f"role {escape(role)} now has the {kind} privileges")
