@@ -125,6 +125,13 @@ def test_the_database_fills_time_and_role_and_refuses_forged_rows(
         ).format(sql.Identifier(role)),
     )
     assert cli(etl_env.vars(), "init-db").returncode == 0  # takes the writes back
+    for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+        assert scalar(
+            initialised,
+            "SELECT has_table_privilege(%s, 'login_etl_pii_access', %s)",
+            role,
+            privilege,
+        ) == (privilege == "SELECT"), privilege
     recovery = grant_recovery(etl_env, role)
     before: datetime = scalar(initialised, "SELECT now()")
     done = unmask(recovery, mask_of(etl_env), "--actor", "alice")

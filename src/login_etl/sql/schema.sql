@@ -97,6 +97,7 @@ BEGIN
     RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
+-- (EXECUTE PROCEDURE: the spelling servers before PostgreSQL 11 accept too.)
 DO $do$
 BEGIN
     IF NOT EXISTS (
@@ -105,10 +106,10 @@ BEGIN
     ) THEN
         CREATE TRIGGER login_etl_pii_access_rows
             BEFORE INSERT OR UPDATE OR DELETE ON login_etl_pii_access
-            FOR EACH ROW EXECUTE FUNCTION login_etl_pii_access_guard();
+            FOR EACH ROW EXECUTE PROCEDURE login_etl_pii_access_guard();
         CREATE TRIGGER login_etl_pii_access_truncate
             BEFORE TRUNCATE ON login_etl_pii_access
-            FOR EACH STATEMENT EXECUTE FUNCTION login_etl_pii_access_guard();
+            FOR EACH STATEMENT EXECUTE PROCEDURE login_etl_pii_access_guard();
     END IF;
 END
 $do$;
