@@ -72,6 +72,32 @@ def refusal(memberships: list[tuple[Any, ...]]) -> str | None:
     return None
 
 
+def _why_not(
+    memberships: list[tuple[Any, ...]],
+    owns_tables: bool,
+    owns_schema: bool,
+    owns_database: bool,
+    schema: str,
+) -> str | None:
+    """Why the role may get no set at all, or None.
+
+    Its own attributes first (a superuser owns everything too), then what it
+    owns, then what it can become.
+    """
+    owned = [
+        (owns_tables, "that role owns the service's tables (or is a member of their owner)"),
+        (owns_database, "that role owns this database (it can change every session's settings)"),
+        (owns_schema, f"that role owns schema {escape(schema)} (it can drop and replace tables)"),
+    ]
+    itself = refusal(memberships[:1])
+    if itself is not None:
+        return itself
+    for held, why in owned:
+        if held:
+            return f"{why}: grant to a separate role"
+    return refusal(memberships)
+
+
 def grant(conn: psycopg.Connection[Any], kind: str, role: str) -> None:
     """Give `role` exactly the `kind` set of privileges, in one transaction."""
     if kind not in ROLES:
@@ -82,17 +108,7 @@ def grant(conn: psycopg.Connection[Any], kind: str, role: str) -> None:
             raise ConfigError("no such PostgreSQL role: create it first (CREATE ROLE … LOGIN)")
         owns_tables, owns_schema, owns_database, database, schema = found
         memberships = conn.execute(query("grant_memberships"), {"role": role}).fetchall()
-        why = refusal(memberships[:1])  # the role itself first: a superuser owns everything
-        if why is None and owns_tables:
-            why = (
-                "that role owns the service's tables (or is a member of their owner): "
-                "grant to a separate role"
-            )
-        why = why or refusal(memberships)
-        if why is None and owns_schema:
-            why = f"that role owns schema {escape(schema)} (it can drop and replace the tables)"
-        if why is None and owns_database:
-            why = "that role owns this database (it can change every session's settings)"
+        why = _why_not(memberships, owns_tables, owns_schema, owns_database, schema)
         if why is not None:
             raise ConfigError(why)
         names = {

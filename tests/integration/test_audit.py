@@ -93,7 +93,7 @@ CREATE CONSTRAINT TRIGGER note_commit_setting AFTER INSERT ON login_etl_pii_acce
 
 
 def test_the_audit_commit_is_durable_where_the_default_is_off(etl_env, initialised, role) -> None:
-    db = psycopg.sql.Identifier(initialised.rsplit("/", 1)[1])
+    db = sql.Identifier(initialised.rsplit("/", 1)[1])
     as_owner(initialised, sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(db))
     as_owner(
         initialised,
@@ -263,14 +263,16 @@ def test_the_audit_row_is_committed_before_the_first_output(
     masker = Masker(decode_key(etl_env.key))
     as_owner(
         initialised,
-        f"INSERT INTO user_logins (user_id, masked_ip) VALUES ('user-1', '{mask_of(etl_env)}')",
+        sql.SQL("INSERT INTO user_logins (user_id, masked_ip) VALUES ('user-1', {})").format(
+            sql.Literal(mask_of(etl_env))
+        ),
     )
     as_owner(
         initialised,
-        psycopg.sql.SQL(
+        sql.SQL(
             "INSERT INTO user_logins_rejected (message_id, reason, sent_at, sealed_body)"
             " VALUES ('m-1', 'invalid_json', now(), {})"
-        ).format(psycopg.sql.Literal(masker.seal(b"not json", "m-1"))),
+        ).format(sql.Literal(masker.seal(b"not json", "m-1"))),
     )
     seen: list[int] = []
     echo = click.echo
