@@ -6,6 +6,11 @@ Every command that shows plaintext PII or message bodies (`unmask`,
 database role is added by PostgreSQL), which command and field, how many
 values, and the stated purpose. The row never holds the values. If the write
 fails, the command stops there and reveals nothing.
+
+The row is written through the database function
+``login_etl_record_pii_access`` (sql/schema.sql): PostgreSQL sets the time
+and the role, and forces a durable commit; no role but the owner may write
+the table directly.
 """
 
 from __future__ import annotations
@@ -76,12 +81,18 @@ def purpose_of(purpose: str | None) -> str:
 
 
 def actor_of(actor: str | None) -> str:
-    """`actor` checked, or the OS user when it is not given."""
-    return os_user() if actor is None else _clean(actor, "--actor", MAX_ACTOR)
+    """`actor`, or the OS user when it is not given, checked alike.
+
+    The OS user's name comes from LOGNAME or USER when they are set, so it is
+    no more trusted than ``--actor``.
+    """
+    if actor is not None:
+        return _clean(actor, "--actor", MAX_ACTOR)
+    return _clean(os_user(), "the OS user name (LOGNAME, USER; or give --actor)", MAX_ACTOR)
 
 
 def record(conn: psycopg.Connection[Any], access: Access) -> Recorded:
-    """Insert the audit row and COMMIT it; only then may the caller reveal anything.
+    """Insert the audit row and COMMIT it (durably); only then may the caller reveal anything.
 
     `conn` must not be in autocommit mode; whatever it has read in this
     transaction is committed along with the row.

@@ -118,15 +118,32 @@ def decode_key(text: str, *, name: str = "LOGIN_ETL_MASKING_KEY") -> bytes:
         raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError(f"{name} is not valid base64") from None
-    return check_key_length(raw, name=name)
+    return check_key(raw, name=name)
 
 
-def check_key_length(raw: bytes, *, name: str) -> bytes:
-    """`raw` if it is a 512-bit key, else a ConfigError naming the setting."""
+# A key with fewer distinct byte values than this (or fewer distinct steps from
+# one byte to the next) is not random: 64 random bytes hold about 57 distinct
+# values, and fewer than 32 happens with probability below 2^-65, for the
+# steps too. Constants, short repeated patterns, hex or word text decoded as a
+# key, and counting sequences all fall far below it.
+MIN_DISTINCT_BYTES = 32
+
+
+def check_key(raw: bytes, *, name: str) -> bytes:
+    """`raw` if it is a 512-bit key that looks random, else a ConfigError naming the setting.
+
+    The error never shows the key.
+    """
     if len(raw) != KEY_BYTES:
         raise ConfigError(
             f"{name} must decode to {KEY_BYTES} bytes (512 bits), got {len(raw)}; "
             "make one with `login-etl keygen`"
+        )
+    steps = bytes((b - a) % 256 for a, b in zip(raw, raw[1:], strict=False))
+    if len(set(raw)) < MIN_DISTINCT_BYTES or len(set(steps)) < MIN_DISTINCT_BYTES:
+        raise ConfigError(
+            f"{name} is not a random key (too few distinct bytes, or a repeating or counting "
+            "pattern); make one with `login-etl keygen`"
         )
     return raw
 

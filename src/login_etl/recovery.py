@@ -51,7 +51,9 @@ def list_rejections(
     """Counts by reason and the newest rejections.
 
     With `bodies`, the bodies are opened (ip and device_id masked unless
-    `reveal_pii`), and returned only once the audit row is committed.
+    `reveal_pii`), and returned only once the audit row is committed. A body
+    that does not open is left out (`Rejected.unreadable` says why) and the
+    others are still shown.
     """
     if reveal_pii and bodies is None:
         raise ConfigError("--reveal-pii needs --show-bodies")
@@ -67,7 +69,8 @@ def list_rejections(
         recent = rejects.recent(
             conn, limit=limit, reason=reason, masker=masker, reveal_pii=reveal_pii
         )
-        audit.record(conn, bodies.access(command, field, len(recent)))
+        opened = sum(r.body is not None for r in recent)
+        audit.record(conn, bodies.access(command, field, opened))
     return counts, recent
 
 

@@ -6,6 +6,10 @@ its ledger entry is marked ``loaded`` and its rejection removed, all in one
 transaction, so a message moves exactly once even when two replays run at
 the same time (rows are locked with ``FOR UPDATE SKIP LOCKED``). What still
 fails stays, with its reason brought up to date.
+
+A sealed body that does not open (tampered, copied from another row, sealed
+by a key not configured) stops neither a listing nor a replay: its message
+id is reported with the reason and the row is left as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from login_etl.errors import MaskingError
 from login_etl.masking import Masker
 from login_etl.postgres import is_row_error, locked_pages
 from login_etl.reveal import masked_body
@@ -25,7 +30,10 @@ from login_etl.transform import Message, Row, open_body, transform
 
 @dataclass(frozen=True)
 class Rejected:
-    """One stored rejection; `body` only when asked for and the key is known."""
+    """One stored rejection; `body` only when asked for and the key opens it.
+
+    `unreadable` says why a body asked for did not open.
+    """
 
     message_id: str
     reason: str
@@ -33,6 +41,7 @@ class Rejected:
     rejected_at: datetime
     receive_count: int
     body: str | None = None
+    unreadable: str | None = None
 
 
 @dataclass
@@ -42,6 +51,7 @@ class ReplayResult:
     examined: int = 0
     loaded: int = 0
     still_rejected: dict[str, int] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (message id, why)
 
 
 def counts_by_reason(conn: psycopg.Connection[Any]) -> list[tuple[str, int, datetime]]:
@@ -64,12 +74,15 @@ def recent(
     rows = conn.execute(query("rejects_recent"), {"reason": reason, "limit": limit}).fetchall()
     out = []
     for message_id, why, sent_at, rejected_at, receive_count, sealed in rows:
-        body = None
+        body = unreadable = None
         if masker is not None:
-            body = open_body(masker, sealed, message_id)
-            if not reveal_pii:
+            try:
+                body = open_body(masker, sealed, message_id)
+            except MaskingError as exc:
+                unreadable = str(exc)
+            if body is not None and not reveal_pii:
                 body = masked_body(body, masker)
-        out.append(Rejected(message_id, why, sent_at, rejected_at, receive_count, body))
+        out.append(Rejected(message_id, why, sent_at, rejected_at, receive_count, body, unreadable))
     return out
 
 
@@ -112,7 +125,11 @@ def replay(
     result = ReplayResult()
     for rows in locked_pages(conn, "replay_select", {"reason": reason}, after="", page=page):
         for message_id, old_reason, sent_at, receive_count, sealed in rows:
-            body = open_body(masker, sealed, message_id)
+            try:
+                body = open_body(masker, sealed, message_id)
+            except MaskingError as exc:
+                result.unreadable.append((message_id, str(exc)))
+                continue
             message = Message(message_id, "", body, sent_at, receive_count)
             new_reason = _replay_one(conn, message, masker, lake=lake, extra_fields=extra_fields)
             if new_reason is None:

@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from login_etl import redact
 from login_etl.errors import ConfigError
-from login_etl.masking import Masker, check_key_length, decode_key
+from login_etl.masking import Masker, check_key, decode_key
 
 
 def from_env(
@@ -98,7 +98,7 @@ def read_key(text: str, name: str) -> bytes:
 
     if not kms.is_kms(text):
         return decode_key(text, name=name)
-    raw = check_key_length(kms.decrypt_key(text, name=name), name=name)
+    raw = check_key(kms.decrypt_key(text, name=name), name=name)
     redact.register(
         base64.b64encode(raw).decode("ascii"),
         base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="),

@@ -275,22 +275,157 @@ def test_grant_before_init_db_says_so(etl_env, roles) -> None:
     assert "init-db" in done.stderr
 
 
-def test_the_documented_recovery_role_can_reveal_and_is_named_in_the_audit(
+def test_the_recovery_role_can_reveal_and_is_named_in_the_audit(
     etl_env, sqs_client, roles, initialised
 ) -> None:
-    # docs/security.md, "A dedicated recovery role", verbatim but for the name.
-    role = sql.Identifier(roles["odd"])
-    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("GRANT SELECT ON user_logins, user_logins_rejected TO {}").format(role)
-        )
-        conn.execute(sql.SQL("GRANT SELECT, INSERT ON login_etl_pii_access TO {}").format(role))
-    send(sqs_client, etl_env.queue_url, [event(1, ip="203.0.113.51")])
+    # docs/security.md, "A dedicated recovery role".
+    owner_grants(etl_env, "recovery", roles["odd"])
+    send(sqs_client, etl_env.queue_url, [event(1, ip="203.0.113.51"), "not json"])
     assert cli(etl_env.vars(), "run", "--drain").returncode == 0
     (mask,) = query(etl_env.database_url, "SELECT masked_ip FROM user_logins")[0]
     recovery = etl_env.vars(LOGIN_ETL_DATABASE_URL=url_as(etl_env, roles["odd"]))
     done = cli(recovery, "unmask", "--field", "ip", *WHY, mask)
     assert (done.returncode, done.stdout) == (0, "203.0.113.51\n"), done.stderr
+    bodies = cli(recovery, "rejects", "list", "--json", "--show-bodies", *WHY)
+    assert bodies.returncode == 0, bodies.stderr
     assert query(etl_env.database_url, "SELECT db_role FROM login_etl_pii_access") == [
-        (roles["odd"],)
+        (roles["odd"],),
+        (roles["odd"],),
     ]
+    url = url_as(etl_env, roles["odd"])
+    for statement in (
+        "SELECT * FROM login_etl_pii_access",
+        "SELECT * FROM login_etl_ledger",
+        "INSERT INTO user_logins (user_id) VALUES ('x')",
+        "INSERT INTO login_etl_pii_access (actor, command, field, value_count, purpose)"
+        " VALUES ('w', 'c', 'f', 0, 'p')",
+        "DELETE FROM login_etl_pii_access",
+    ):
+        assert refused(url, statement), statement
+
+
+def as_superuser(pg_server, url: str | None, statement: str, **names: str) -> None:
+    """Run `statement` with role names filled in as identifiers (in `url`'s database)."""
+    ids = {k: sql.Identifier(v) for k, v in names.items()}
+    with psycopg.connect(url or pg_server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL(statement).format(**ids))
+
+
+def exact_privileges(etl_env, role: str) -> list[tuple[str, str]]:
+    return query(
+        etl_env.database_url,
+        "SELECT table_name, privilege_type FROM information_schema.role_table_grants"
+        " WHERE grantee = %s ORDER BY 1, 2",
+        role,
+    )
+
+
+# What each setup lets the role do beyond its set, and the words naming it.
+OVERREACH = {
+    "read-all-data": ("GRANT pg_read_all_data TO {r}", "member of pg_read_all_data"),
+    "write-all-data": ("GRANT pg_write_all_data TO {r}", "member of pg_write_all_data"),
+    "read-server-files": ("GRANT pg_read_server_files TO {r}", "member of pg_read_server_files"),
+    "write-server-files": (
+        "GRANT pg_write_server_files TO {r}",
+        "member of pg_write_server_files",
+    ),
+    "server-program": (
+        "GRANT pg_execute_server_program TO {r}",
+        "member of pg_execute_server_program",
+    ),
+    "monitor": ("GRANT pg_monitor TO {r}", "member of pg_read_all_stats"),
+    "createrole": ("ALTER ROLE {r} CREATEROLE", "has CREATEROLE"),
+    "bypassrls": ("ALTER ROLE {r} BYPASSRLS", "has BYPASSRLS"),
+    "replication": ("ALTER ROLE {r} REPLICATION", "has REPLICATION"),
+    "inherited": (
+        "GRANT pg_read_all_data TO {other}; GRANT {other} TO {r}",
+        "member of pg_read_all_data",
+    ),
+    "noinherit-set-role": (
+        "ALTER ROLE {r} NOINHERIT; GRANT pg_read_all_data TO {r}",
+        "member of pg_read_all_data",
+    ),
+    "attribute-via-membership": (
+        "ALTER ROLE {other} CREATEROLE; GRANT {other} TO {r}",
+        "which has CREATEROLE",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OVERREACH))
+def test_grant_refuses_a_role_that_can_read_more_or_raise_itself(
+    etl_env, roles, initialised, pg_server, case
+) -> None:
+    setup, fragment = OVERREACH[case]
+    as_superuser(pg_server, None, setup, r=roles["analyst"], other=roles["writer"])
+    done = cli(etl_env.vars(), "grant", "analyst", roles["analyst"])
+    assert done.returncode == 2, done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("login-etl: error: that role") and fragment in line, line
+    assert exact_privileges(etl_env, roles["analyst"]) == []
+
+
+@pytest.mark.parametrize("kind", ["writer", "recovery"])
+def test_every_kind_is_refused_to_an_overreaching_role(
+    etl_env, roles, initialised, pg_server, kind
+) -> None:
+    as_superuser(pg_server, None, "GRANT pg_write_all_data TO {r}", r=roles["analyst"])
+    done = cli(etl_env.vars(), "grant", kind, roles["analyst"])
+    assert done.returncode == 2 and "pg_write_all_data" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "fragment"),
+    [
+        ("ALTER TABLE login_etl_pii_access OWNER TO {r}", "owns the service's tables"),
+        ("ALTER SCHEMA public OWNER TO {r}", "owns schema public"),
+    ],
+    ids=["one-of-the-tables", "the-schema"],
+)
+def test_grant_refuses_an_owner_of_what_the_set_protects(
+    etl_env, roles, initialised, pg_server, setup, fragment
+) -> None:
+    as_superuser(pg_server, etl_env.database_url, setup, r=roles["analyst"])
+    done = cli(etl_env.vars(), "grant", "analyst", roles["analyst"])
+    assert done.returncode == 2 and fragment in done.stderr, done.stderr
+    as_superuser(pg_server, etl_env.database_url, "ALTER SCHEMA public OWNER TO pg_database_owner")
+
+
+def test_grant_refuses_the_databases_owner(etl_env, roles, initialised, pg_server) -> None:
+    db = etl_env.database_url.rsplit("/", 1)[1]
+    as_superuser(pg_server, None, "ALTER DATABASE {db} OWNER TO {r}", db=db, r=roles["analyst"])
+    try:
+        done = cli(etl_env.vars(), "grant", "analyst", roles["analyst"])
+    finally:
+        as_superuser(pg_server, None, "ALTER DATABASE {db} OWNER TO postgres", db=db)
+    assert done.returncode == 2 and "owns this database" in done.stderr, done.stderr
+
+
+def test_createdb_alone_is_no_reason_to_refuse(etl_env, roles, initialised, pg_server) -> None:
+    # A database of its own gives no access to this one's tables.
+    as_superuser(pg_server, None, "ALTER ROLE {r} CREATEDB", r=roles["analyst"])
+    owner_grants(etl_env, "analyst", roles["analyst"])
+    assert exact_privileges(etl_env, roles["analyst"]) == [("user_logins", "SELECT")]
+
+
+def test_a_former_recovery_role_regranted_as_analyst_keeps_nothing_of_it(
+    etl_env, roles, initialised
+) -> None:
+    role = roles["analyst"]
+    owner_grants(etl_env, "recovery", role)
+    # And what the documentation once had the owner grant by hand.
+    as_superuser(
+        None,
+        etl_env.database_url,
+        "GRANT SELECT ON user_logins, user_logins_rejected TO {r};"
+        " GRANT SELECT, INSERT ON login_etl_pii_access TO {r}",
+        r=role,
+    )
+    owner_grants(etl_env, "analyst", role)
+    assert exact_privileges(etl_env, role) == [("user_logins", "SELECT")]
+    assert not scalar(
+        etl_env.database_url,
+        "SELECT has_function_privilege(%s, 'login_etl_record_pii_access("
+        "text, text, text, integer, text, varchar)', 'EXECUTE')",
+        role,
+    )

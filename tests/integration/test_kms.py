@@ -173,3 +173,15 @@ def test_kms_unreachable_is_retried_then_one_line(etl_env, kms_client, kms_key) 
     assert done.returncode == 1, done.stderr
     assert "KMS" in done.stderr and "gave up after 3s" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("login-etl: error:")
+
+
+def test_a_wrapped_key_with_no_entropy_is_refused(etl_env, kms_client, kms_key) -> None:
+    # KMS wraps whatever it is given: the decrypted key is checked like any other.
+    blob = kms_client.encrypt(
+        KeyId=kms_key, Plaintext=bytes(64), EncryptionContext=ENCRYPTION_CONTEXT
+    )["CiphertextBlob"]
+    env = etl_env.vars(LOGIN_ETL_MASKING_OLD_KEYS="kms:" + base64.b64encode(blob).decode())
+    done = cli(env, "unmask", "--field", "ip", *WHY, "x.y")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "LOGIN_ETL_MASKING_OLD_KEYS[0]" in line and "not a random key" in line

@@ -321,14 +321,30 @@ def test_show_bodies_escapes_control_characters_in_text_output(etl_env, sqs_clie
     assert "\x1b" not in done.stdout and "\\x1b[31m" in done.stdout
 
 
-def test_a_sealed_body_moved_to_another_row_does_not_open(etl_env, sqs_client) -> None:
-    load(etl_env, sqs_client, ["not json 1", "not json 2"])
+def test_a_sealed_body_moved_to_another_row_is_named_and_the_rest_shown(
+    etl_env, sqs_client
+) -> None:
+    load(etl_env, sqs_client, ["not json 1", "not json 2", "not json 3"])
+    ids = [m for (m,) in query(etl_env.database_url, "SELECT message_id FROM user_logins_rejected")]
+    moved, source = sorted(ids)[:2]
     with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
         conn.execute(
             "UPDATE user_logins_rejected SET sealed_body ="
-            " (SELECT sealed_body FROM user_logins_rejected ORDER BY message_id LIMIT 1)"
+            " (SELECT sealed_body FROM user_logins_rejected WHERE message_id = %s)"
+            " WHERE message_id = %s",
+            (source, moved),
         )
     done = cli(etl_env.vars(), "rejects", "list", "--json", "--show-bodies", "--reveal-pii", *WHY)
     assert done.returncode == 1
-    assert "moved from another message" in done.stderr
-    assert done.stdout == "" and audit_rows(etl_env.database_url) == []
+    bodies = {r["message_id"]: r.get("body") for r in json.loads(done.stdout)["recent"]}
+    assert bodies.pop(moved) is None
+    shown = set(bodies.values())
+    assert len(shown) == 2 and shown < {"not json 1", "not json 2", "not json 3"}
+    assert done.stderr.strip().splitlines()[-2:] == [
+        f"login-etl: message {moved}: sealed body does not verify"
+        " (tampered, or moved from another message)",
+        "login-etl: error: 1 sealed bodies did not open and were left as they are",
+    ]
+    assert [r[2:5] for r in audit_rows(etl_env.database_url)] == [
+        ("rejects list --show-bodies --reveal-pii", "body,ip,device_id", 2)
+    ]

@@ -275,3 +275,37 @@ def test_rejects_list_into_a_pipe_prints_ids_and_bodies_whole(etl_env, sqs_clien
         assert message_id in listed.stdout and reason in listed.stdout, listed.stdout
     assert "a body longer than any terminal" in listed.stdout
     assert "…" not in listed.stdout
+
+
+def test_a_body_that_does_not_open_is_named_and_the_others_still_replay(
+    etl_env, sqs_client
+) -> None:
+    load_with_refusals(etl_env, sqs_client)
+    with psycopg.connect(etl_env.database_url, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER refuse_poison ON user_logins")
+        poison = [
+            r[0]
+            for r in conn.execute(
+                "SELECT message_id FROM user_logins_rejected"
+                " WHERE reason LIKE 'db_error%' ORDER BY message_id"
+            )
+        ]
+        # The first one replay meets gets a body copied from another row.
+        conn.execute(
+            "UPDATE user_logins_rejected SET sealed_body ="
+            " (SELECT sealed_body FROM user_logins_rejected WHERE message_id = %s)"
+            " WHERE message_id = %s",
+            (poison[1], poison[0]),
+        )
+    done = cli(etl_env.vars(), "rejects", "replay")
+    assert done.returncode == 1
+    assert "examined 5, loaded 2, still rejected 2" in done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == (
+        f"login-etl: message {poison[0]}: sealed body does not verify"
+        " (tampered, or moved from another message)"
+    )
+    assert lines[1:] == ["login-etl: error: 1 sealed bodies did not open and were left as they are"]
+    assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 12
+    left = query(etl_env.database_url, "SELECT message_id FROM user_logins_rejected")
+    assert poison[0] in {m for (m,) in left} and len(left) == 3

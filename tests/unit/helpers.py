@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from typing import Any
 
-# Fixed keys so failures are reproducible; never used outside tests.
-KEY_A = bytes(range(64))
-KEY_B = bytes(range(64, 128))
+# Fixed keys so failures are reproducible; never used outside tests. Random-looking,
+# as configuration refuses a counting sequence such as bytes(range(64)).
+KEY_A = hashlib.sha512(b"login-etl test key A").digest()
+KEY_B = hashlib.sha512(b"login-etl test key B").digest()
 KEY_A_TEXT = base64.b64encode(KEY_A).decode("ascii")
 KEY_B_TEXT = base64.b64encode(KEY_B).decode("ascii")
 

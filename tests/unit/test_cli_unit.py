@@ -51,6 +51,7 @@ def test_keygen_prints_a_valid_key() -> None:
 
 WHY = ["--purpose", "case 1234"]
 KEY_ENV = {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT}
+ZERO_KEY = "A" * 86 + "=="  # 64 zero bytes, base64
 
 
 @pytest.mark.parametrize(
@@ -215,6 +216,12 @@ def test_grant_argument_errors(args: list[str]) -> None:
             {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT, "LOGIN_ETL_MASKING_OLD_KEYS": "bad"},
             ["LOGIN_ETL_MASKING_OLD_KEYS[0]"],
         ),
+        ([], {"LOGIN_ETL_MASKING_KEY": ZERO_KEY}, ["LOGIN_ETL_MASKING_KEY", "not a random key"]),
+        (
+            [],
+            {"LOGIN_ETL_MASKING_KEY": KEY_A_TEXT, "LOGIN_ETL_MASKING_OLD_KEYS": f"{ZERO_KEY}"},
+            ["LOGIN_ETL_MASKING_OLD_KEYS[0]", "not a random key"],
+        ),
     ],
     ids=[
         "batch-size-abc",
@@ -229,6 +236,8 @@ def test_grant_argument_errors(args: list[str]) -> None:
         "non-base64-key",
         "no-queue",
         "bad-old-key",
+        "zero-key",
+        "zero-old-key",
     ],
 )
 def test_run_with_bad_config(args: list[str], env: dict[str, str], fragments: list[str]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import random
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,10 @@ from login_etl.masking import (
     BODY_INFO,
     KEY_BYTES,
     MASK_INFO,
+    MIN_DISTINCT_BYTES,
     Masker,
     b64url,
+    check_key,
     decode_key,
     derive,
     generate_key,
@@ -92,6 +95,92 @@ def test_decode_key_rejects(text: str, message: str) -> None:
     if text.strip():
         assert text.strip() not in text_of_error
         assert text.strip()[:12] not in text_of_error
+
+
+def _with_distinct(count: int, seed: int) -> bytes:
+    """64 bytes holding exactly `count` distinct values, in a shuffled, non-counting order."""
+    rng = random.Random(seed)
+    values = rng.sample(range(256), count)
+    key = values + [rng.choice(values) for _ in range(KEY_BYTES - count)]
+    rng.shuffle(key)
+    return bytes(key)
+
+
+def _with_steps(count: int, seed: int) -> bytes:
+    """64 bytes whose 63 steps (next minus previous, mod 256) take exactly `count` values."""
+    rng = random.Random(seed)
+    values = rng.sample(range(256), count)
+    steps = values + [rng.choice(values) for _ in range(KEY_BYTES - 1 - count)]
+    rng.shuffle(steps)
+    key = [rng.randrange(256)]
+    for step in steps:
+        key.append((key[-1] + step) % 256)
+    return bytes(key)
+
+
+WEAK_KEYS = {
+    "all-zero": bytes(64),
+    "all-ff": b"\xff" * 64,
+    "two-byte-pattern": b"\x5a\xa5" * 32,
+    "random-16-byte-pattern": os.urandom(16) * 4,
+    "random-31-byte-pattern": (os.urandom(31) * 3)[:64],
+    "eight-values": _with_distinct(8, seed=1),
+    "hex-text": os.urandom(32).hex().encode(),
+    "word-text": b"correct horse battery staple correct horse battery staple xyzzy!"[:64],
+    "counting": bytes(range(64)),
+    "counting-down": bytes(range(255, 191, -1)),
+    "stepping-by-7": bytes(i * 7 % 256 for i in range(64)),
+    "31-distinct": _with_distinct(MIN_DISTINCT_BYTES - 1, seed=2),
+    "31-distinct-steps": _with_steps(MIN_DISTINCT_BYTES - 1, seed=3),
+}
+
+
+@pytest.mark.parametrize("raw", list(WEAK_KEYS.values()), ids=list(WEAK_KEYS))
+@pytest.mark.parametrize("how", ["decode_key", "check_key"])
+def test_keys_with_no_entropy_are_refused(raw: bytes, how: str) -> None:
+    assert len(raw) == KEY_BYTES
+    text = base64.b64encode(raw).decode("ascii")
+    with pytest.raises(ConfigError, match="not a random key") as info:
+        if how == "decode_key":
+            decode_key(text, name="MY_KEY")
+        else:
+            check_key(raw, name="MY_KEY")
+    message = str(info.value)
+    assert message.startswith("MY_KEY ") and "\n" not in message
+    assert text[:12] not in message and raw.hex()[:16] not in message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _with_distinct(MIN_DISTINCT_BYTES, seed=2),
+        _with_steps(MIN_DISTINCT_BYTES, seed=3),
+        KEY_A,
+        KEY_B,
+    ],
+    ids=["32-distinct", "32-distinct-steps", "key-a", "key-b"],
+)
+def test_keys_at_the_bound_pass(raw: bytes) -> None:
+    assert check_key(raw, name="MY_KEY") == raw
+
+
+def test_the_bound_cases_are_what_they_say() -> None:
+    for count, seed in ((31, 2), (32, 2)):
+        assert len(set(_with_distinct(count, seed))) == count
+        steps = _with_distinct(count, seed)
+        assert len({(b - a) % 256 for a, b in zip(steps, steps[1:], strict=False)}) >= 32
+    for count, seed in ((31, 3), (32, 3)):
+        key = _with_steps(count, seed)
+        assert len({(b - a) % 256 for a, b in zip(key, key[1:], strict=False)}) == count
+        assert len(set(key)) >= 32
+
+
+def test_generated_and_random_keys_always_pass() -> None:
+    # A random key fails with probability below 2^-65: these never may.
+    for _ in range(3000):
+        assert len(decode_key(generate_key())) == KEY_BYTES
+        raw = os.urandom(KEY_BYTES)
+        assert check_key(raw, name="K") == raw
 
 
 def test_key_id_is_short_and_stable() -> None:

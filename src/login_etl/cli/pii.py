@@ -182,6 +182,7 @@ def rejects_list(
         reveal_pii=reveal_pii,
     )
     render.rejections(counts, recent, as_json=as_json)
+    _unreadable([(r.message_id, r.unreadable) for r in recent if r.unreadable])
 
 
 @rejects.command("replay")
@@ -204,6 +205,15 @@ def rejects_replay(reason: str | None, **flags: Any) -> None:
     click.echo(f"examined {result.examined}, loaded {result.loaded}, still rejected {still}")
     for why, n in sorted(result.still_rejected.items()):
         click.echo(f"  {why}: {n}")
+    _unreadable(result.unreadable)
+
+
+def _unreadable(bodies: list[tuple[str, str]]) -> None:
+    """One line on stderr per sealed body that did not open, then exit 1 if there were any."""
+    for message_id, why in bodies:
+        click.echo(f"login-etl: message {escape(message_id)}: {why}", err=True)
+    if bodies:
+        raise Failure(f"{len(bodies)} sealed bodies did not open and were left as they are")
 
 
 @cli.command()
@@ -233,14 +243,18 @@ def rekey(**flags: Any) -> None:
 
 @cli.command("grant")
 @settings_options("database_url")
-@click.argument("kind", type=click.Choice(["writer", "analyst"]))
+@click.argument("kind", type=click.Choice(["writer", "analyst", "recovery"]))
 @click.argument("role")
 def grant_role(kind: str, role: str, **flags: Any) -> None:
-    """Give an existing PostgreSQL ROLE exactly the writer or the analyst privileges.
+    """Give an existing PostgreSQL ROLE exactly the writer, analyst or recovery privileges.
 
     writer: what `login-etl run --no-init-db` needs (INSERT and SELECT on
     user_logins, DML on the service's own tables, temporary tables; no DDL).
-    analyst: SELECT on user_logins only. Run as the owner, after init-db.
+    analyst: SELECT on user_logins only. recovery: what unmask and rejects
+    list --show-bodies need (SELECT on user_logins and user_logins_rejected,
+    EXECUTE on the audit's recording function). Run as the owner, after
+    init-db. A role that can read past privileges or raise its own
+    (superuser, CREATEROLE, pg_read_all_data, ...) is refused.
     """
     recovery.grant_role(load(flags, "database_url"), kind, role)
     click.echo(f"role {escape(role)} now has the {kind} privileges")

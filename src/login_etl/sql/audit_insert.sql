@@ -1,4 +1,6 @@
--- One act of revealing PII; the values revealed are never stored here.
-INSERT INTO login_etl_pii_access (actor, command, field, value_count, purpose, user_id)
-VALUES (%(actor)s, %(command)s, %(field)s, %(value_count)s, %(purpose)s, %(user_id)s)
-RETURNING id, accessed_at, db_role
+-- One act of revealing PII; the values revealed are never stored here. The
+-- function fills the time and the role and makes the commit durable (schema.sql).
+SELECT id, accessed_at, db_role
+FROM login_etl_record_pii_access(
+    %(actor)s, %(command)s, %(field)s, %(value_count)s, %(purpose)s, %(user_id)s
+)

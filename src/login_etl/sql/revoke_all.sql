@@ -6,3 +6,5 @@ REVOKE ALL ON user_logins, login_etl_ledger, user_logins_rejected, login_etl_pii
     FROM {role};
 REVOKE ALL ON SEQUENCE login_etl_lake_outbox_id_seq FROM {role};
 REVOKE TEMPORARY ON DATABASE {database} FROM {role};
+REVOKE ALL ON FUNCTION
+    login_etl_record_pii_access(text, text, text, integer, text, varchar) FROM {role};
