@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.parsers
 import botocore.session
 
 from login_etl.errors import ConfigError, SourceUnavailable
@@ -147,6 +148,10 @@ def translated(action: str) -> Iterator[None]:
         if code in _CONFIG_CODES:
             raise ConfigError(f"SQS {action} failed: {code}") from exc
         raise SourceUnavailable(f"SQS {action} failed: {code or exc}") from exc
+    except botocore.parsers.ResponseParserError as exc:
+        # An answer botocore cannot read (moto 4's query server garbles a visibility
+        # batch holding a receipt already deleted): retried like any outage.
+        raise SourceUnavailable(f"SQS {action} failed: an answer that could not be read") from exc
     except botocore.exceptions.BotoCoreError as exc:
         # Connection errors carry the URL they could not reach: name it.
         url = getattr(exc, "kwargs", {}).get("endpoint_url")

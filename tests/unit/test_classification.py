@@ -248,3 +248,13 @@ def test_botocore_error_classification(exc: Exception, expected: str) -> None:
 def test_unrelated_errors_pass_through() -> None:
     with pytest.raises(KeyError), sqs.translated("receive"):
         raise KeyError("not ours to translate")
+
+
+def test_an_answer_botocore_cannot_read_is_retried() -> None:
+    """moto 4's query server garbles a visibility batch holding a deleted receipt; the
+    heartbeat's next round (without that receipt) must get its chance."""
+    import botocore.parsers
+
+    kind, out = sqs_outcome(botocore.parsers.ResponseParserError("Unable to parse response"))
+    assert kind == "retry"
+    assert "could not be read" in str(out)
