@@ -112,7 +112,7 @@ class PostgresSink:
     def write(self, batch: Batch) -> WriteResult:
         """Commit the batch; isolate rows PostgreSQL refuses into rejections."""
         rows = _dedupe(batch.rows)
-        with self._guard() as conn, _deadline(conn, self._write_timeout):
+        with self._guard() as conn, deadline(conn, self._write_timeout):
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(query("durable_commit"))
@@ -220,7 +220,7 @@ class PostgresSink:
 
 
 @contextmanager
-def _deadline(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+def deadline(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
     """Cut `conn`'s socket if the block is still running after `seconds`.
 
     A server that accepts and never answers (stopped, partitioned) would

@@ -20,9 +20,9 @@ from login_etl.config import Settings
 from login_etl.errors import ConfigError, RetryableError
 from login_etl.masking import Masker
 from login_etl.metrics import Metrics, Stats
-from login_etl.pgsink import PostgresSink
+from login_etl.pgsink import PostgresSink, deadline
 from login_etl.pipeline import Options, Pipeline
-from login_etl.postgres import connect, init_schema, session
+from login_etl.postgres import CONNECT_TIMEOUT, connect, init_schema, session
 from login_etl.rekey import RekeyResult, check_keys, rekey
 from login_etl.retry import Retrier
 from login_etl.sink import Batch, Sink, WriteResult
@@ -55,6 +55,9 @@ def pipeline_options(
         shutdown_timeout=float(settings.shutdown_timeout),
         visibility_timeout=visibility_timeout,
         lake=bool(settings.lake_warehouse),
+        # A write may connect and check the keys (before the first), then connect and
+        # write, each connection and query bounded as `run` builds the sink.
+        sink_timeout=2.0 * (CONNECT_TIMEOUT + settings.max_retry_time),
     )
 
 
@@ -161,7 +164,7 @@ def run(
     )
     lake = lake_writer(settings, stats)
     if settings.metrics_port:
-        _serve_health(settings, stats, source, info, retrier.stop)
+        serve_health(settings, stats, source, info, retrier.stop)
     pipeline = build_pipeline(
         settings,
         source,
@@ -205,9 +208,15 @@ def run(
     return stats
 
 
-def _serve_health(
-    settings: Settings, stats: Stats, source: SqsSource, info: QueueInfo, stop: threading.Event
-) -> None:
+def serve_health(
+    settings: Settings,
+    stats: Stats,
+    source: SqsSource,
+    info: QueueInfo,
+    stop: threading.Event,
+    *,
+    slack: float = health.SLACK,
+) -> health.Server:
     """Serve /metrics, /healthz and /readyz; probe PostgreSQL and SQS every 2 s until `stop`."""
     metrics = stats.metrics or Metrics()
     dlq = SqsSource(info.dlq_url, client=source.client) if info.dlq_url else None
@@ -220,14 +229,13 @@ def _serve_health(
             metrics.queue_depth("dlq", d.visible, d.in_flight, d.delayed)
 
     def postgres() -> None:
-        with connect(settings.database_url, connect_timeout=2) as conn:
+        # Bounded, so that a hung server does not leave a probe thread behind each time.
+        with connect(settings.database_url, connect_timeout=2) as conn, deadline(conn, 2):
             conn.execute("SELECT 1")
 
-    # A receive may take a long poll plus its timeout; a batch its wait and a slow commit.
-    stall_after = max(60.0, 2 * (settings.wait_time + settings.batch_wait_seconds + 30))
     checks = {"postgresql": postgres, "sqs": sqs}
-    state = health.Health(stats, checks, stall_after=stall_after)
-    server = health.serve(metrics, state, settings.metrics_port)
+    state = health.Health(stats, checks, slack=slack)
+    server = health.serve(metrics, state, settings.metrics_port, settings.metrics_address)
     threading.Thread(
         target=health.probe_forever, args=(state, stop), name="probes", daemon=True
     ).start()
@@ -237,6 +245,7 @@ def _serve_health(
         server.shutdown()
 
     threading.Thread(target=stop_serving, name="http-stop", daemon=True).start()
+    return server
 
 
 def lake_writer(settings: Settings, stats: Stats | None = None) -> LakeWriter | None:
@@ -268,12 +277,13 @@ class KeyCheck:
     def __init__(self, settings: Settings, masker: Masker) -> None:
         self._url = settings.database_url
         self._masker = masker
+        self._timeout = float(settings.max_retry_time)  # as long as a write may take
         self._done = False
 
     def check(self) -> None:
         """Run the check (once it has passed, never again)."""
         if not self._done:
-            with session(self._url) as conn:
+            with session(self._url) as conn, deadline(conn, self._timeout):
                 check_keys(conn, self._masker)
             self._done = True
 

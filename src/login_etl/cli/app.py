@@ -34,6 +34,7 @@ PIPELINE = (
     "max_retry_time",
     "shutdown_timeout",
     "metrics_port",
+    "metrics_address",
     "lake_warehouse",
     "init_db",
     "log_format",
