@@ -7,7 +7,12 @@ import time
 
 from login_etl.health import Health
 from login_etl.liveness import Waits
+from login_etl.masking import Masker
 from login_etl.metrics import Stats
+from login_etl.pipeline import Options, Pipeline
+from login_etl.sink import Batch, MemorySink, WriteResult
+from login_etl.source import MemorySource
+from tests.unit.helpers import record_body
 
 
 def ok() -> None:
@@ -82,3 +87,46 @@ def test_probe_records_failures_and_hung_checks_as_down() -> None:
         release.set()
     answers = health.ready(time.monotonic())
     assert answers == {"postgresql": True, "sqs": False, "lake": False}
+
+
+class HeldSink(MemorySink):
+    """A sink whose writes block until released, as on a hung database."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, batch: Batch) -> WriteResult:
+        self.entered.set()
+        self.release.wait(30)
+        return super().write(batch)
+
+
+def test_a_pipeline_reports_its_write_bound_and_leaves_when_done(masker: Masker) -> None:
+    clock = Clock()  # frozen: every bound below is counted from 1000
+    stats = Stats(waits=Waits(clock))
+    sink = HeldSink()
+    source = MemorySource([record_body(user_id=f"u{i}") for i in range(5)])
+    options = Options(
+        concurrency=2,
+        drain=True,
+        heartbeat=False,
+        batch_wait=0.01,
+        max_retry_time=100,
+        sink_timeout=50,
+    )
+    pipeline = Pipeline(source, sink, masker, options, stats=stats)
+    writer = threading.Thread(target=pipeline.run, name="writer")
+    writer.start()
+    try:
+        assert sink.entered.wait(10)
+        # Inside the write: bounded by the retry budget plus one write's own bound.
+        assert "writer" not in stats.waits.stuck(clock.now + 150, slack=0)
+        assert "writer" in stats.waits.stuck(clock.now + 150.1, slack=0)
+    finally:
+        sink.release.set()
+        writer.join(30)
+    assert len(sink.rows) == 5
+    # Every thread of a finished loop has left: none is taken for dead.
+    assert stats.waits.stuck(clock.now + 10_000, slack=0) == []
