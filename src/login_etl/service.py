@@ -143,8 +143,12 @@ def run(
         log.warning(note)
     stats = stats or Stats(metrics=Metrics() if settings.metrics_port else None)
     retrier = Retrier(settings.max_retry_time, on_retry=stats.retried)
+    source = sqs_source(settings)
+    if settings.metrics_port:
+        # First: a start that waits out an outage answers its probes (live, not ready).
+        serve_health(settings, stats, source, retrier.stop)
     masker = retrier.call("kms", settings.masker)
-    source, info = source_for(settings, max_retry_time=settings.max_retry_time)
+    info = Retrier(settings.max_retry_time).call("SQS", source.info)
     if settings.init_db:
         retrier.call("init-db", lambda: init_db(settings))
     key_check = KeyCheck(settings, masker)
@@ -163,8 +167,6 @@ def run(
         )
     )
     lake = lake_writer(settings, stats)
-    if settings.metrics_port:
-        serve_health(settings, stats, source, info, retrier.stop)
     pipeline = build_pipeline(
         settings,
         source,
@@ -212,19 +214,21 @@ def serve_health(
     settings: Settings,
     stats: Stats,
     source: SqsSource,
-    info: QueueInfo,
     stop: threading.Event,
     *,
     slack: float = health.SLACK,
 ) -> health.Server:
     """Serve /metrics, /healthz and /readyz; probe PostgreSQL and SQS every 2 s until `stop`."""
     metrics = stats.metrics or Metrics()
-    dlq = SqsSource(info.dlq_url, client=source.client) if info.dlq_url else None
+    dlqs: list[SqsSource | None] = []  # the queue's DLQ, once a probe has read its settings
 
     def sqs() -> None:
+        if not dlqs:
+            url = source.info().dlq_url
+            dlqs.append(SqsSource(url, client=source.client) if url else None)
         depth = source.depth()
         metrics.queue_depth("main", depth.visible, depth.in_flight, depth.delayed)
-        if dlq is not None:
+        if (dlq := dlqs[0]) is not None:
             d = dlq.depth()
             metrics.queue_depth("dlq", d.visible, d.in_flight, d.delayed)
 
