@@ -143,11 +143,12 @@ def run(
         log.warning(note)
     stats = stats or Stats(metrics=Metrics() if settings.metrics_port else None)
     retrier = Retrier(settings.max_retry_time, on_retry=stats.retried)
+    masker = retrier.call("kms", settings.masker)
     source = sqs_source(settings)
     if settings.metrics_port:
-        # First: a start that waits out an outage answers its probes (live, not ready).
+        # Before the first call that may wait out an outage of SQS or PostgreSQL, so that
+        # a start during one answers its probes (live, not ready).
         serve_health(settings, stats, source, retrier.stop)
-    masker = retrier.call("kms", settings.masker)
     info = Retrier(settings.max_retry_time).call("SQS", source.info)
     if settings.init_db:
         retrier.call("init-db", lambda: init_db(settings))
