@@ -170,13 +170,15 @@ class Pipeline:
         except BaseException as exc:
             self._fail(exc)
         finally:
-            # Shutting down is bounded by --shutdown-timeout and the retry budget, not watched.
-            waits.leave()
+            # Deletes in flight give up within the retry budget (the first to give up stops
+            # the rest), then the threads get --shutdown-timeout; releases bound their own.
+            waits.enter(opts.max_retry_time + opts.source_timeout + opts.shutdown_timeout)
             # Deletes finish first: a drain that ends normally still retries them,
             # while a stop (signal or fatal error) is already set and cuts retries short.
             deleter.shutdown(wait=True)
             self._stopping.set()
             self._join(threads)
+            waits.leave()
         if self._fatal is not None:
             raise self._fatal
         return self.stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from login_etl.health import Health
 from login_etl.liveness import Waits
@@ -89,6 +90,13 @@ def test_probe_records_failures_and_hung_checks_as_down() -> None:
     assert answers == {"postgresql": True, "sqs": False, "lake": False}
 
 
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 class HeldSink(MemorySink):
     """A sink whose writes block until released, as on a hung database."""
 
@@ -107,10 +115,11 @@ def test_a_pipeline_reports_its_write_bound_and_leaves_when_done(masker: Masker)
     clock = Clock()  # frozen: every bound below is counted from 1000
     stats = Stats(waits=Waits(clock))
     sink = HeldSink()
-    source = MemorySource([record_body(user_id=f"u{i}") for i in range(5)])
+    source = MemorySource([record_body(user_id=f"u{i}") for i in range(30)])
     options = Options(
         concurrency=2,
-        drain=True,
+        batch_size=10,
+        max_in_flight=30,
         heartbeat=False,
         batch_wait=0.01,
         max_retry_time=100,
@@ -124,9 +133,11 @@ def test_a_pipeline_reports_its_write_bound_and_leaves_when_done(masker: Masker)
         # Inside the write: bounded by the retry budget plus one write's own bound.
         assert "writer" not in stats.waits.stuck(clock.now + 150, slack=0)
         assert "writer" in stats.waits.stuck(clock.now + 150.1, slack=0)
+        wait_until(lambda: stats.in_hand == 30)  # the rest is buffered behind the write
+        pipeline.stop()
     finally:
         sink.release.set()
         writer.join(30)
-    assert len(sink.rows) == 5
+    assert len(sink.rows) == 10 and stats.released == 20  # the buffer handed back at stop
     # Every thread of a finished loop has left: none is taken for dead.
     assert stats.waits.stuck(clock.now + 10_000, slack=0) == []
