@@ -158,7 +158,12 @@ class Server:
         self.max_connections = max_connections
         self._open: dict[asyncio.StreamWriter, None] = {}  # oldest first
         self._loop = asyncio.new_event_loop()
-        sock = socket.create_server((addr, port), family=_family(addr), backlog=128)
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        # "::" means every interface, IPv4 ones included, where the system allows it.
+        dualstack = addr == "::" and socket.has_dualstack_ipv6()
+        sock = socket.create_server(
+            (addr, port), family=family, backlog=128, dualstack_ipv6=dualstack
+        )
         self.server_address: tuple[str, int] = sock.getsockname()[:2]
         self._server = self._loop.run_until_complete(
             asyncio.start_server(self._client, sock=sock, limit=_HEAD_LIMIT)
@@ -235,10 +240,6 @@ class Server:
         ]
         text = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         return text if parts[:1] == [b"HEAD"] else text + body
-
-
-def _family(addr: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
 def serve(
