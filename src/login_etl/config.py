@@ -18,6 +18,7 @@ Secrets never appear in ``repr``.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -121,6 +122,19 @@ class FieldNames(click.ParamType):  # type: ignore[type-arg]
         return tuple(sorted(set(names)))
 
 
+class IPAddress(click.ParamType):  # type: ignore[type-arg]
+    """An IPv4 or IPv6 address literal."""
+
+    name = "address"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        """The address in its canonical spelling, or a usage error."""
+        try:
+            return str(ipaddress.ip_address(str(value).strip()))
+        except ValueError:
+            self.fail("expected an IP address such as 127.0.0.1 or 0.0.0.0", param, ctx)
+
+
 class Choice(click.Choice):  # type: ignore[type-arg]
     """Case-insensitive choice that returns the canonical lower-case spelling."""
 
@@ -182,6 +196,12 @@ class Settings:
     )
     metrics_port: int = setting(
         "Serve /metrics, /healthz and /readyz on this port (0: off).", click.IntRange(0, 65535), 0
+    )
+    metrics_address: str = setting(
+        "Address the metrics port listens on: 0.0.0.0 (or ::) for every interface, as "
+        "Kubernetes probes and Prometheus need in a pod.",
+        IPAddress(),
+        "127.0.0.1",
     )
     lake_warehouse: str | None = setting(
         "Lake stage: Iceberg warehouse for every loaded event (file:///path or "

@@ -63,7 +63,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Render `record` as one text line."""
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
-        extra = " ".join(f"{k}={_text_value(v)}" for k, v in _fields(record).items())
+        fields = _fields(record)
+        if record.exc_info and record.exc_info[0] is not None:
+            fields["error"] = record.exc_info[0].__name__  # the type, never a traceback
+        extra = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
         # One event, one line: a multi-line message (a Python warning) is escaped.
         message = redact.scrub(record.getMessage()).rstrip().replace("\n", "\\n")
         line = f"{ts} {record.levelname:<7} {record.name}: {message}"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from login_etl import __version__
 from login_etl.lake.record import DROP_REASONS
+from login_etl.liveness import Waits
 
 if TYPE_CHECKING:
     from login_etl.sink import WriteResult
@@ -150,8 +151,8 @@ class Stats:
     retries_by_stage: dict[str, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     last_commit_at: float | None = None
-    # Last time the loop finished a call (successful or not): what /healthz watches.
-    last_activity_at: float = field(default_factory=time.monotonic)
+    # Where each loop thread waits and until when: what /healthz watches.
+    waits: Waits = field(default_factory=Waits, repr=False)
     metrics: Metrics | None = field(default=None, repr=False)
     # Rows waiting in the lake outbox, as the lake writer last saw them.
     lake_outbox_rows: int = 0
@@ -171,16 +172,11 @@ class Stats:
                 elif value:
                     self.metrics.counters[name].inc(value)
 
-    def active(self) -> None:
-        """The loop completed a call: it is not stuck."""
-        self.last_activity_at = time.monotonic()
-
     def retried(self, stage: str) -> None:
         """Record one retried call of `stage` (receive, write, delete, extend, prune, lake)."""
         with self._lock:
             self.retries += 1
             self.retries_by_stage[stage] = self.retries_by_stage.get(stage, 0) + 1
-            self.last_activity_at = time.monotonic()  # retrying an outage is not being stuck
         if self.metrics is not None:
             # A closed label set: the loop's stages, and "startup" for what runs once
             # before it (queue settings, the KMS key, init-db).
@@ -197,7 +193,7 @@ class Stats:
             self.batches += 1
             for reason, n in result.reasons.items():
                 self.reasons[reason] = self.reasons.get(reason, 0) + n
-            self.last_commit_at = self.last_activity_at = time.monotonic()
+            self.last_commit_at = time.monotonic()
         m = self.metrics
         if m is None:
             return

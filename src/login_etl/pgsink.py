@@ -118,7 +118,7 @@ class PostgresSink:
         rows = _dedupe(batch.rows)
         with (
             self._guard() as conn,
-            _deadline(conn, self._write_timeout if timeout is None else timeout),
+            deadline(conn, self._write_timeout if timeout is None else timeout),
         ):
             try:
                 with conn.transaction(), conn.cursor() as cur:
@@ -227,7 +227,7 @@ class PostgresSink:
 
 
 @contextmanager
-def _deadline(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+def deadline(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
     """Cut `conn`'s socket if the block is still running after `seconds`.
 
     A server that accepts and never answers (stopped, partitioned) would

@@ -61,6 +61,10 @@ class Options:
     lake: bool = False
     # The flattened names the lake record keeps (LOGIN_ETL_LAKE_EXTRA_FIELDS).
     lake_extra_fields: frozenset[str] = frozenset()
+    # The longest one source call (beyond a long poll's wait) and one sink write may
+    # block before failing on their own (client timeouts): what liveness allows them.
+    source_timeout: float = 60.0
+    sink_timeout: float = 60.0
 
 
 class Pipeline:
@@ -115,6 +119,7 @@ class Pipeline:
         """Run a thread body; what it raises stops the loop and is re-raised by `run`."""
         try:
             target()
+            self.stats.waits.leave()  # done; a thread that died stays watched, and stuck
         except BaseException as exc:  # noqa: BLE001 - handed to the writer, which re-raises
             self._fail(exc)
 
@@ -131,8 +136,10 @@ class Pipeline:
                 raise RuntimeError("a Pipeline runs once; build a new one")
             self._started = True
         opts = self.options
+        waits = self.stats.waits
         if opts.heartbeat and opts.visibility_timeout is None:
-            info = self._retry.call("read queue settings", self.source.info)
+            with waits.bounded(opts.max_retry_time + opts.source_timeout):
+                info = self._retry.call("read queue settings", self.source.info)
             self._leases = Leases(info.visibility_timeout)
         threads = [
             threading.Thread(
@@ -156,7 +163,8 @@ class Pipeline:
         try:
             # On stop, the batch being collected is finished; the rest is released.
             while not self._stopping.is_set():
-                batch = self._collect()
+                with waits.bounded(opts.batch_wait + 0.2):  # see the take timeouts in _collect
+                    batch = self._collect()
                 if batch:
                     self._process(batch, deleter)
                 elif self._receivers_idle() and self._buffer.empty() and not self._carry:
@@ -164,11 +172,15 @@ class Pipeline:
         except BaseException as exc:
             self._fail(exc)
         finally:
+            # Deletes in flight give up within the retry budget (the first to give up stops
+            # the rest), then the threads get --shutdown-timeout; releases bound their own.
+            waits.enter(opts.max_retry_time + opts.source_timeout + opts.shutdown_timeout)
             # Deletes finish first: a drain that ends normally still retries them,
             # while a stop (signal or fatal error) is already set and cuts retries short.
             deleter.shutdown(wait=True)
             self._stopping.set()
             self._join(threads)
+            waits.leave()
         if self._fatal is not None:
             raise self._fatal
         return self.stats
@@ -211,11 +223,13 @@ class Pipeline:
 
     def _receive_until_done(self) -> None:
         opts = self.options
+        waits = self.stats.waits
         backoff: Backoff | None = None
         # Draining polls briefly so every receiver notices the empty queue soon.
         wait = min(opts.wait_seconds, 1) if opts.drain else opts.wait_seconds
         while not self._stopping.is_set() and not self._source_done.is_set():
-            slots = self._capacity.acquire(SQS_BATCH_MAX, timeout=0.2)
+            with waits.bounded(0.2):
+                slots = self._capacity.acquire(SQS_BATCH_MAX, timeout=0.2)
             if not slots:
                 continue
             want = self._reserve(slots)
@@ -225,18 +239,19 @@ class Pipeline:
                 return
             began = time.monotonic()
             try:
-                messages = self.source.receive(want, wait)
+                with waits.bounded(wait + opts.source_timeout):
+                    messages = self.source.receive(want, wait)
             except RetryableError as exc:
-                self.stats.active()  # failing, but not stuck
                 self._capacity.release(slots)
                 self._unreserve(want)
                 if self._stopping.is_set():
                     return
                 backoff = self._retry.failed("receive", exc, backoff, began=began)
-                self._stopping.wait(backoff.update_delay(time.monotonic()))
+                delay = backoff.update_delay(time.monotonic())
+                with waits.bounded(delay):
+                    self._stopping.wait(delay)
                 continue
             backoff = None
-            self.stats.active()
             self._capacity.release(slots - len(messages))
             self._unreserve(want - len(messages))
             if messages:
@@ -246,7 +261,8 @@ class Pipeline:
 
     def _queue_empty(self) -> bool:
         try:
-            return self.source.depth().visible == 0
+            with self.stats.waits.bounded(self.options.source_timeout):
+                return self.source.depth().visible == 0
         except RetryableError:
             return False
 
@@ -313,7 +329,9 @@ class Pipeline:
         started = time.monotonic()
         try:
             batch = self._split(messages)
-            result = self._retry.call("write", lambda: self.sink.write(batch))
+            # Each write fails within sink_timeout, and the policy gives up after the budget.
+            with self.stats.waits.bounded(self.options.max_retry_time + self.options.sink_timeout):
+                result = self._retry.call("write", lambda: self.sink.write(batch))
         except BaseException:
             self._release(messages)  # not committed: let another worker have them now
             raise
@@ -358,12 +376,18 @@ class Pipeline:
     def _release(self, messages: list[Message]) -> None:
         """Make messages visible again at once so another worker takes them (one attempt)."""
         try:
-            self.source.change_visibility(messages, 0)
+            with self.stats.waits.bounded(self._calls(messages) * self.options.source_timeout):
+                self.source.change_visibility(messages, 0)
             self.stats.add(released=len(messages))
         except LoginEtlError as exc:
             log.warning("could not release %d message(s): %s", len(messages), exc)
         self._leases.drop(messages)
         self._forget(messages)
+
+    @staticmethod
+    def _calls(messages: Sequence[Message]) -> int:
+        """Source calls one batch call over `messages` makes (SQS takes 10 per call)."""
+        return -(-len(messages) // SQS_BATCH_MAX)
 
     def _forget(self, messages: Sequence[Message], **counts: int) -> None:
         """No longer hold `messages`; `counts` are added to the stats with it."""
@@ -379,8 +403,9 @@ class Pipeline:
         next_tick = time.monotonic()
         while True:
             next_tick = max(next_tick + period, time.monotonic())
-            if self._stopping.wait(next_tick - time.monotonic()):
-                return
+            with self.stats.waits.bounded(period):
+                if self._stopping.wait(next_tick - time.monotonic()):
+                    return
             try:
                 self._extend_due()
                 backoff = None
@@ -395,5 +420,6 @@ class Pipeline:
         now = time.monotonic()
         due = self._leases.due(now)
         if due:
-            failed = self.source.change_visibility(due, self._leases.extension)
+            with self.stats.waits.bounded(self._calls(due) * self.options.source_timeout):
+                failed = self.source.change_visibility(due, self._leases.extension)
             self.stats.add(extended=self._leases.extended(due, now, failed))

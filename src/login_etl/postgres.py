@@ -128,7 +128,11 @@ def check_url(url: str) -> None:
             raise ConfigError(f"the database URL's {name} must be one of {', '.join(allowed)}")
 
 
-def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[Any]:
+# libpq's connect_timeout for every connection the service opens, in seconds.
+CONNECT_TIMEOUT = 10
+
+
+def connect(url: str, *, connect_timeout: int = CONNECT_TIMEOUT) -> psycopg.Connection[Any]:
     """Open a connection; an empty `url` uses libpq's PG* variables.
 
     A malformed URL, a refused login or a missing database raise ConfigError

@@ -20,9 +20,9 @@ from login_etl.config import Settings
 from login_etl.errors import ConfigError, RetryableError
 from login_etl.masking import Masker
 from login_etl.metrics import Metrics, Stats
-from login_etl.pgsink import PostgresSink
+from login_etl.pgsink import PostgresSink, deadline
 from login_etl.pipeline import Options, Pipeline
-from login_etl.postgres import connect, init_schema, session
+from login_etl.postgres import CONNECT_TIMEOUT, connect, init_schema, session
 from login_etl.rekey import RekeyResult, check_keys, rekey
 from login_etl.retry import Retrier
 from login_etl.sink import Batch, Sink, WriteResult
@@ -56,6 +56,9 @@ def pipeline_options(
         visibility_timeout=visibility_timeout,
         lake=bool(settings.lake_warehouse),
         lake_extra_fields=frozenset(settings.lake_extra_fields),
+        # A write may connect and check the keys (before the first), then connect and
+        # write, each connection and query bounded as `run` builds the sink.
+        sink_timeout=2.0 * (CONNECT_TIMEOUT + settings.max_retry_time),
     )
 
 
@@ -143,7 +146,12 @@ def run(
     stats = stats or Stats(metrics=Metrics() if settings.metrics_port else None)
     retrier = Retrier(settings.max_retry_time, on_retry=stats.retried)
     masker = retrier.call("kms", settings.masker)
-    source, info = source_for(settings, max_retry_time=settings.max_retry_time)
+    source = sqs_source(settings)
+    if settings.metrics_port:
+        # Before the first call that may wait out an outage of SQS or PostgreSQL, so that
+        # a start during one answers its probes (live, not ready).
+        serve_health(settings, stats, source, retrier.stop)
+    info = Retrier(settings.max_retry_time).call("SQS", source.info)
     if settings.init_db:
         retrier.call("init-db", lambda: init_db(settings))
     key_check = KeyCheck(settings, masker)
@@ -162,8 +170,6 @@ def run(
         )
     )
     lake = lake_writer(settings, stats)
-    if settings.metrics_port:
-        _serve_health(settings, stats, source, info, retrier.stop)
     pipeline = build_pipeline(
         settings,
         source,
@@ -207,29 +213,36 @@ def run(
     return stats
 
 
-def _serve_health(
-    settings: Settings, stats: Stats, source: SqsSource, info: QueueInfo, stop: threading.Event
-) -> None:
+def serve_health(
+    settings: Settings,
+    stats: Stats,
+    source: SqsSource,
+    stop: threading.Event,
+    *,
+    slack: float = health.SLACK,
+) -> health.Server:
     """Serve /metrics, /healthz and /readyz; probe PostgreSQL and SQS every 2 s until `stop`."""
     metrics = stats.metrics or Metrics()
-    dlq = SqsSource(info.dlq_url, client=source.client) if info.dlq_url else None
+    dlqs: list[SqsSource | None] = []  # the queue's DLQ, once a probe has read its settings
 
     def sqs() -> None:
+        if not dlqs:
+            url = source.info().dlq_url
+            dlqs.append(SqsSource(url, client=source.client) if url else None)
         depth = source.depth()
         metrics.queue_depth("main", depth.visible, depth.in_flight, depth.delayed)
-        if dlq is not None:
+        if (dlq := dlqs[0]) is not None:
             d = dlq.depth()
             metrics.queue_depth("dlq", d.visible, d.in_flight, d.delayed)
 
     def postgres() -> None:
-        with connect(settings.database_url, connect_timeout=2) as conn:
+        # Bounded, so that a hung server does not leave a probe thread behind each time.
+        with connect(settings.database_url, connect_timeout=2) as conn, deadline(conn, 2):
             conn.execute("SELECT 1")
 
-    # A receive may take a long poll plus its timeout; a batch its wait and a slow commit.
-    stall_after = max(60.0, 2 * (settings.wait_time + settings.batch_wait_seconds + 30))
     checks = {"postgresql": postgres, "sqs": sqs}
-    state = health.Health(stats, checks, stall_after=stall_after)
-    server = health.serve(metrics, state, settings.metrics_port)
+    state = health.Health(stats, checks, slack=slack)
+    server = health.serve(metrics, state, settings.metrics_port, settings.metrics_address)
     threading.Thread(
         target=health.probe_forever, args=(state, stop), name="probes", daemon=True
     ).start()
@@ -239,6 +252,7 @@ def _serve_health(
         server.shutdown()
 
     threading.Thread(target=stop_serving, name="http-stop", daemon=True).start()
+    return server
 
 
 def lake_writer(settings: Settings, stats: Stats | None = None) -> LakeWriter | None:
@@ -270,12 +284,13 @@ class KeyCheck:
     def __init__(self, settings: Settings, masker: Masker) -> None:
         self._url = settings.database_url
         self._masker = masker
+        self._timeout = float(settings.max_retry_time)  # as long as a write may take
         self._done = False
 
     def check(self) -> None:
         """Run the check (once it has passed, never again)."""
         if not self._done:
-            with session(self._url) as conn:
+            with session(self._url) as conn, deadline(conn, self._timeout):
                 check_keys(conn, self._masker)
             self._done = True
 

@@ -110,6 +110,8 @@ def test_bool_false(value: str) -> None:
         ("wait_time", "21", "0<=x<=20"),
         ("max_in_flight", "9", "10<=x<=100000"),
         ("metrics_port", "70000", "0<=x<=65535"),
+        ("metrics_address", "localhost", "expected an IP address"),
+        ("metrics_address", "0.0.0.0:9108", "expected an IP address"),
         ("max_retry_time", "0", "1<=x<=86400"),
         ("batch_wait_seconds", "0", "0.001<=x<=600"),
         ("batch_wait_seconds", "soon", "not a valid float"),
@@ -127,6 +129,12 @@ def test_invalid_values_name_flag_and_env(name: str, value: str, message: str) -
         with pytest.raises(ConfigError, match=message) as info:
             Settings.load(flags, env)
         assert (spec.flag if source == "flag" else spec.env) in str(info.value)
+
+
+def test_the_metrics_port_listens_on_loopback_unless_told() -> None:
+    assert load().metrics_address == "127.0.0.1"
+    assert load(LOGIN_ETL_METRICS_ADDRESS="0.0.0.0").metrics_address == "0.0.0.0"
+    assert load({"metrics_address": "::"}).metrics_address == "::"
 
 
 @pytest.mark.parametrize("name", sorted(set(SPECS) - {"database_url", "masking_key"}))
@@ -310,6 +318,8 @@ def test_pipeline_options_map_every_loop_setting() -> None:
         max_retry_time=9.0,
         shutdown_timeout=4.0,
         visibility_timeout=45,
+        # Two connects (10 s each) and two bounded queries (the key check, the write).
+        sink_timeout=2 * (10 + 9.0),
     )
 
 

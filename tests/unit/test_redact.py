@@ -145,6 +145,22 @@ def test_every_logger_follows_the_format_and_is_scrubbed(fmt: str) -> None:
         assert all(" WARNING " in lines[i] or " INFO " in lines[i] for i in range(4))
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_an_exception_is_one_line_naming_its_type(fmt: str) -> None:
+    stream = capture(fmt)
+    try:
+        raise BrokenPipeError(32, "Broken pipe")
+    except BrokenPipeError:
+        # What asyncio logs for a client gone mid-answer: two lines of text and a traceback.
+        logging.getLogger("asyncio").error("Unhandled exception\ntransport: x", exc_info=True)
+    [line] = stream.getvalue().splitlines()
+    assert "Traceback" not in line and "raise BrokenPipeError" not in line
+    if fmt == "json":
+        assert json.loads(line)["error"] == "BrokenPipeError"
+    else:
+        assert line.endswith(" error=BrokenPipeError"), line
+
+
 def test_free_text_fields_cannot_pose_as_other_fields_in_text_logs() -> None:
     stream = capture("text")
     spoof = 'alice db_role=postgres values=0\n12:00:00 INFO  forged: "line"'

@@ -35,6 +35,7 @@ PIPELINE = (
     "max_retry_time",
     "shutdown_timeout",
     "metrics_port",
+    "metrics_address",
     "lake_warehouse",
     "lake_extra_fields",
     "init_db",
