@@ -22,10 +22,11 @@ first limited to names the operator allows.
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -33,11 +34,22 @@ ADDRESS = "address"
 OWN_IP = "own_ip"
 OWN_DEVICE_ID = "own_device_id"
 
-_MID = r"(?:[01]?[0-9]?[0-9]|2[0-4][0-9]|25[0-5])"  # a whole inner octet, leading zeros allowed
-_IPV4 = re.compile(rf"[0-9]\.{_MID}\.{_MID}\.[0-9]")
+# A whole inner octet: decimal (any leading zeros), octal or hex, as inet_aton reads them.
+_MID = r"(?:0*(?:1?[0-9]?[0-9]|2[0-4][0-9]|25[0-5])|0[0-7]{1,3}|0[xX]0*[0-9A-Fa-f]{1,2})"
+_DEC = r"(?:0*(?:1?[0-9]?[0-9]|2[0-4][0-9]|25[0-5]))"
+_IPV4 = re.compile(
+    rf"(?:[0-9]|[xX][0-9A-Fa-f]+)\.{_MID}\.{_MID}\.[0-9]"  # 203.0.113.7, 0xCB.0x00.0x71.0x07
+    rf"|(?<![0-9])[0-9]{{1,3}}-{_DEC}-{_DEC}-[0-9]{{1,3}}(?![0-9])"  # ip-203-0-113-7.internal
+)
 _IPV6 = re.compile(r"::|[0-9A-Fa-f]:(?:[0-9A-Fa-f]{1,4}:){6}[0-9A-Fa-f]")
 # What `redact` replaces around a match: the whole run of address characters.
-_IPV4_RUN = re.compile(r"[0-9.]+")
+_IPV4_RUN = re.compile(r"[0-9A-Fa-fXx.-]+")
+# A run that inet_aton may read as one IPv4 address (``203.0.28935``, ``0313.0.0161.07``).
+_ATON_RUN = re.compile(r"[0-9A-Fa-fXx.]+")
+_ATON_LIMITS = {1: (1 << 32,), 2: (1 << 8, 1 << 24), 3: (1 << 8, 1 << 8, 1 << 16)}
+_ATON_LIMITS[4] = (1 << 8,) * 4
+_NOT_ALNUM = re.compile(r"[^0-9a-z]")
+_ESCAPE = re.compile(r"\\+(?:u([0-9A-Fa-f]{4})|x([0-9A-Fa-f]{2}))")
 _IPV6_RUN = re.compile(r"[0-9A-Fa-f:.]+")
 MARKERS = {ADDRESS: "[address]", OWN_IP: "[ip]", OWN_DEVICE_ID: "[device_id]"}
 HIDDEN = "[hidden]"  # a text whose PII `redact` could not cut out piece by piece
@@ -49,15 +61,33 @@ class Own:
 
     ips: tuple[str, ...] = ()
     device_ids: tuple[str, ...] = ()
+    ipv4s: tuple[int, ...] = ()  # the IPv4 ones as integers, for inet_aton's spellings
+    octets: tuple[re.Pattern[str], ...] = ()  # their octets with any separators
+    device_alnums: tuple[str, ...] = ()  # the device ids' letters and digits only
 
     @classmethod
     def of(cls, ips: Iterable[str], device_ids: Iterable[str]) -> Own:
         """The spellings to look for (case-folded), empty values left out."""
         spelled: set[str] = set()
+        ipv4s: set[int] = set()
         for ip in ips:
             spelled.update(_ip_spellings(ip))
+            try:
+                address = ipaddress.ip_address(ip.strip())
+            except ValueError:
+                continue
+            if address.version == 4:
+                ipv4s.add(int(address))
         found = {d.casefold() for d in device_ids if d.strip()}
-        return cls(tuple(sorted(spelled, key=len, reverse=True)), tuple(sorted(found)))
+        alnums = {_NOT_ALNUM.sub("", _ascii_digits(d)) for d in found}
+        octets = tuple(p for n in sorted(ipv4s) for p in _octet_patterns(n))
+        return cls(
+            tuple(sorted(spelled, key=len, reverse=True)),
+            tuple(sorted(found)),
+            tuple(sorted(ipv4s)),
+            octets,
+            tuple(sorted(a for a in alnums if a)),
+        )
 
 
 def _ip_spellings(ip: str) -> set[str]:
@@ -71,34 +101,136 @@ def _ip_spellings(ip: str) -> set[str]:
         return out
     out.add(address.compressed.casefold())
     out.add(address.exploded.casefold())
-    # As a 32-bit integer; short ones (0.x.x.x) would match ordinary numbers.
-    if address.version == 4 and int(address) >= 1 << 24:
+    # As an integer, decimal and hex; short ones (0.x.x.x) would match ordinary numbers.
+    if address.version == 6:
+        out.add(f"{int(address):032x}")
+    elif int(address) >= 1 << 24:
         out.add(str(int(address)))
+        out.add(f"{int(address):08x}")
+        out.add("".join(f"{b:03d}" for b in address.packed))  # 203000113007
     return out
+
+
+def _octet_patterns(ipv4: int) -> tuple[re.Pattern[str], ...]:
+    """The four octets, decimal or hex, with short separators (``203-0-113-7``, ``cb:0:71:7``)."""
+    packed = ipaddress.IPv4Address(ipv4).packed
+    sep = r"[^0-9a-z]{1,8}"
+    decimal = sep.join(f"0*{b}" for b in packed)
+    hexadecimal = sep.join(f"(?:0x)?0*{b:x}" for b in packed)
+    return (
+        re.compile(rf"(?<![0-9]){decimal}(?![0-9])"),
+        re.compile(rf"(?<![0-9a-f]){hexadecimal}(?![0-9a-f])"),
+    )
+
+
+def _ascii_digits(text: str) -> str:
+    """`text` with every decimal digit of any script (``٢``, ``２``) as its ASCII one."""
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
 
 
 def _variants(text: str) -> list[str]:
-    """`text` as written, NFKC-normalised and percent-decoded."""
+    """`text` as written, decoded and normalised: every reading a person might make of it.
+
+    Decoded is HTML-unescaped, ``\\u0032``/``\\x32`` escapes and percent
+    signs read, up to three times over (``%252E``). Normalised is NFKC without
+    format characters and combining marks, digits of any script as ASCII, and
+    any other character outside ASCII that is not a letter (``。``, ``‐``) as a dot.
+    """
     out = [text]
-    if not text.isascii():
-        normal = unicodedata.normalize("NFKC", text)
-        out.append("".join(c for c in normal if unicodedata.category(c) != "Cf"))
+    for _ in range(3):
+        new = {d for v in out for d in _decoded(v)}.difference(out)
+        if not new:
+            break
+        out += sorted(new)
+    return out + [_normal(v) for v in out if not v.isascii()]
+
+
+def _decoded(text: str) -> Iterator[str]:
+    if "&" in text:
+        yield html.unescape(text)
+    if "\\" in text:
+        yield _ESCAPE.sub(_unescape, text)
     if "%" in text:
-        out += [unquote(v) for v in out]
-    return out
+        yield unquote(text)
+
+
+def _normal(text: str) -> str:
+    normal = unicodedata.normalize("NFKC", text)
+    kept = "".join(c for c in normal if unicodedata.category(c) not in _UNSEEN)
+    return "".join(c if c.isascii() or c.isalpha() else "." for c in _ascii_digits(kept))
+
+
+def _unescape(match: re.Match[str]) -> str:
+    return chr(int(match.group(1) or match.group(2), 16))
+
+
+_UNSEEN = frozenset({"Cf", "Mn", "Me"})
+
+
+def _aton(run: str) -> int | None:
+    """The IPv4 address inet_aton reads in `run` (``203.0.28935``, ``0xCB.0.0161.7``), or None."""
+    parts = run.strip(".").split(".")
+    limits = _ATON_LIMITS.get(len(parts))
+    if limits is None:
+        return None
+    value = 0
+    for part, limit in zip(parts, limits, strict=True):
+        try:
+            if part[:2] in ("0x", "0X"):
+                number = int(part[2:], 16)
+            elif part[:1] == "0" and len(part) > 1:
+                number = int(part, 8)
+            else:
+                number = int(part, 10)
+        except ValueError:
+            return None
+        if not 0 <= number < limit:
+            return None
+        value = value * limit + number
+    return value
+
+
+def _device(folded: str, own: Own) -> bool:
+    if any(d in folded for d in own.device_ids):
+        return True
+    alnum = _NOT_ALNUM.sub("", folded)
+    return any(d in alnum for d in own.device_alnums)
+
+
+def _ip(folded: str, own: Own) -> bool:
+    if any(ip in folded for ip in own.ips) or any(p.search(folded) for p in own.octets):
+        return True
+    return bool(own.ipv4s) and any(
+        _aton(m.group()) in own.ipv4s for m in _ATON_RUN.finditer(folded)
+    )
+
+
+def _reading(variant: str, own: Own) -> str | None:
+    folded = variant.casefold()
+    if _device(folded, own):
+        return OWN_DEVICE_ID
+    if _ip(folded, own):
+        return OWN_IP
+    if _IPV4.search(variant) or _IPV6.search(variant):
+        return ADDRESS
+    return None
 
 
 def finding(text: str, own: Own) -> str | None:
     """Why `text` may identify an address or a device (`OWN_DEVICE_ID`, `OWN_IP`, `ADDRESS`)."""
     for variant in _variants(text):
-        folded = variant.casefold()
-        if any(d in folded for d in own.device_ids):
-            return OWN_DEVICE_ID
-        if any(ip in folded for ip in own.ips):
-            return OWN_IP
-        if _IPV4.search(variant) or _IPV6.search(variant):
-            return ADDRESS
+        why = _reading(variant, own)
+        if why is not None:
+            return why
     return None
+
+
+def finding_across(pieces: Sequence[str], own: Own) -> str | None:
+    """What `pieces` read one after another hold (``["dev-abc", "-123"]``), joined as
+    they are and with a separator between them (``[203, 0, 113, 7]``)."""
+    return finding("".join(pieces), own) or finding("\n".join(pieces), own)
 
 
 def redact(text: str, own: Own) -> str:
@@ -106,11 +238,14 @@ def redact(text: str, own: Own) -> str:
 
     Addresses go first (the whole run of address characters around one, so
     a port or prefix may stay: ``[address]:443``), then own values in any
-    case. If what is left still holds something (only a normalised or
-    percent-decoded reading saw it), the whole text becomes `HIDDEN`.
+    case. If a normalised, unescaped or decoded reading holds something, or
+    what is left still does, the whole text becomes `HIDDEN`.
     """
-    if finding(text, own) is None:
+    variants = _variants(text)
+    if not any(_reading(v, own) for v in variants):
         return text
+    if any(v != text and _reading(v, own) for v in variants):
+        return HIDDEN  # cutting what the text shows might leave what a reading sees
     out = _replace_runs(text, _IPV4, _IPV4_RUN)
     out = _replace_runs(out, _IPV6, _IPV6_RUN)
     for kind, values in ((OWN_DEVICE_ID, own.device_ids), (OWN_IP, own.ips)):

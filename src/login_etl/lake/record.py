@@ -145,6 +145,24 @@ class _Keeper:
         self.dropped.append(NUMBER)
         return _DROP
 
+    def pieces_hold_pii(self, flat: dict[str, Any], version: str) -> bool:
+        """True when the kept texts, read one after another, hold what none holds alone.
+
+        A producer can split a value over keys and elements (``["dev-abc",
+        "-123"]``, ``{"203.0": ".113.7"}``); the reader sees them side by side.
+        The texts are read in the order they are stored (keys included, then
+        values alone; `app_version_raw` first), joined directly and with a
+        separator; the reason is counted once and `extra` becomes ``{}``.
+        """
+        pieces = [version]
+        _pieces(flat, pieces, keys=True)
+        values = [version]
+        _pieces(flat, values, keys=False)
+        why = scan.finding_across(pieces, self._own) or scan.finding_across(values, self._own)
+        if why is not None:
+            self.dropped.append(why)
+        return why is not None
+
     def flatten(self, obj: dict[str, Any], prefix: str, depth: int, out: dict[str, Any]) -> None:
         """Put the allowed fields under `obj` into `out`, by flattened name."""
         for key, value in obj.items():
@@ -160,6 +178,22 @@ class _Keeper:
             cleaned = self.value(value, depth + 1)
             if cleaned is not _DROP:
                 out[name] = cleaned
+
+
+def _pieces(value: Any, into: list[str], *, keys: bool) -> None:
+    """Every leaf text (and key) under `value`, in the order the stored JSON has them."""
+    if isinstance(value, dict):
+        for key in sorted(value):
+            if keys:
+                into.append(key)
+            _pieces(value[key], into, keys=keys)
+    elif isinstance(value, list):
+        for item in value:
+            _pieces(item, into, keys=keys)
+    elif isinstance(value, str):
+        into.append(value)
+    elif value is not None and not isinstance(value, bool):
+        into.append(json.dumps(value))
 
 
 def keep(
@@ -178,6 +212,8 @@ def keep(
     if doc is not None:
         flat: dict[str, Any] = {}
         keeper.flatten(doc, "", 0, flat)
+        if flat and keeper.pieces_hold_pii(flat, version):
+            flat = {}
         if flat:
             extra = json.dumps(
                 flat, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
