@@ -14,7 +14,9 @@ as an ip wherever it sits. Everywhere else, in keys, strings and numbers,
 what `scan` finds is replaced by a marker: any address inside a text
 (``"from [address]:443"``), and the body's own ip and device id (the values
 of those fields) in any case (``{"[device_id]": 1}``). A body that is not
-JSON cannot be searched for those fields, so it is hidden whole.
+JSON cannot be searched for those fields, so it is hidden whole, as is one
+whose shown texts, read one after another, hold what none holds alone
+(``["dev-abc", "-123"]``).
 """
 
 from __future__ import annotations

@@ -6,18 +6,27 @@ another case (``DEV-ABC-123``), a number. `finding` says whether a text holds
 one, `redact` replaces each with a marker. A text holds
 
 * an **address** when any part of it reads as an IPv4 or IPv6 address: four
-  dot-separated numbers whose inner two are 0-255 (``203.0.113.7``,
-  ``203.0.113.7:443``, ``203.0.113.7/32``, ``http://203.0.113.7/login``,
-  ``1.2.3.4.5``; a four-part version such as ``1.0.0.1`` is one too), a
-  ``::`` (every compressed IPv6 address has one: ``[2001:db8::1]:443``), or
-  eight colon-separated groups of hex digits;
+  dot-separated numbers whose inner two are octets, decimal, octal or hex
+  (``203.0.113.7``, ``203.0.113.7:443``, ``http://203.0.113.7/login``,
+  ``0xCB.0x00.0x71.0x07``, ``1.2.3.4.5``; a four-part version such as
+  ``1.0.0.1`` is one too), four dash-separated ones
+  (``ip-198-51-100-2.ec2.internal``), a ``::`` (every compressed IPv6
+  address has one: ``[2001:db8::1]:443``), or eight colon-separated groups
+  of hex digits;
 * the event's **own ip** or **device id** when it contains them, ignoring
-  case; the own ip also as its 32-bit integer (``3405803783``).
+  case; the device id also by its letters and digits alone (``devabc123``);
+  the own ip also as its 32-bit integer (``3405803783``, ``cb007107``), its
+  octets with short separators (``203-0-113-7``, ``[203, 0, 113, 7]``) or
+  zero-padded (``203000113007``), and any run inet_aton reads as it
+  (``203.0.28935``).
 
-Each text is read as written, NFKC-normalised without format characters
-(fullwidth digits, zero-width spaces) and percent-decoded. Other encodings
-(base64, escapes inside a JSON string) are not seen: what reaches the lake is
-first limited to names the operator allows.
+Each text is read as written, decoded (HTML entities, ``\\u``/``\\x``
+escapes, percent-encoding; up to three times over) and normalised (NFKC
+without format characters and combining marks, any script's digits as
+ASCII, other non-ASCII non-letters as dots). `finding_across` reads pieces
+one after another. Other encodings (base64, reversal, hashing) and other
+addresses as one integer or in short forms (``127.1``) are not seen: what
+reaches the lake is first limited to names the operator allows.
 """
 
 from __future__ import annotations

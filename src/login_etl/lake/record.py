@@ -11,7 +11,9 @@ leaf of an array or of an object inside one, keys included) holds an address
 or the event's own ip or device id (`login_etl.scan`), or cannot be strict
 JSON: a string with a lone surrogate, a number that is not finite (``NaN``,
 ``1e999``) or an integer beyond 64 bits. Inside an array only the offending
-element (or key and value) goes. `app_version_raw` is emptied by the same
+element (or key and value) goes. When what is kept, read one text after
+another, holds what no text holds alone (``["dev-abc", "-123"]``), `extra`
+is ``{}``. `app_version_raw` is emptied by the same
 scan. Each value left out is counted by its reason (`DROP_REASONS`).
 
 The text is sorted, ASCII-only RFC 8259 JSON. Cost stays proportional to the
