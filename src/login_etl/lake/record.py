@@ -95,13 +95,16 @@ class _Keeper:
         self._prefixes = _prefixes(allowed)
         self._own = own
         self.dropped: list[str] = []
+        # Off for a first pass that only keeps to strict JSON; `numbers` notes what it saw.
+        self.scanning = True
+        self.numbers: list[str] = []
 
     def _why(self, text: str) -> str | None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: DuckDB refuses the whole column
             return NOT_UNICODE
-        return scan.finding(text, self._own)
+        return scan.finding(text, self._own) if self.scanning else None
 
     def text(self, text: str) -> bool:
         """True when `text` may be kept; otherwise its reason is counted."""
@@ -133,6 +136,8 @@ class _Keeper:
         return value  # true, false, null
 
     def _number(self, raw: str) -> Any:
+        if not self.scanning:
+            self.numbers.append(raw)  # as written: 1e5 is not 100000.0
         if not self.text(raw):
             return _DROP
         number: int | float
@@ -147,23 +152,24 @@ class _Keeper:
         self.dropped.append(NUMBER)
         return _DROP
 
-    def pieces_hold_pii(self, flat: dict[str, Any], version: str) -> bool:
-        """True when the kept texts, read one after another, hold what none holds alone.
+    def across(self, flat: dict[str, Any], version: str) -> str | None:
+        """What the texts of `flat`, read one after another, hold (`scan.finding_across`).
 
         A producer can split a value over keys and elements (``["dev-abc",
         "-123"]``, ``{"203.0": ".113.7"}``); the reader sees them side by side.
         The texts are read in the order they are stored (keys included, then
-        values alone; `app_version_raw` first), joined directly and with a
-        separator; the reason is counted once and `extra` becomes ``{}``.
+        values alone; `app_version_raw` first). What any one text holds is
+        found too, so a clean result spares the search of each.
         """
         pieces = [version]
         _pieces(flat, pieces, keys=True)
         values = [version]
         _pieces(flat, values, keys=False)
-        why = scan.finding_across(pieces, self._own) or scan.finding_across(values, self._own)
-        if why is not None:
-            self.dropped.append(why)
-        return why is not None
+        return (
+            scan.finding_across(pieces, self._own)
+            or scan.finding_across(values, self._own)
+            or scan.finding("\n".join(self.numbers), self._own)
+        )
 
     def flatten(self, obj: dict[str, Any], prefix: str, depth: int, out: dict[str, Any]) -> None:
         """Put the allowed fields under `obj` into `out`, by flattened name."""
@@ -213,9 +219,17 @@ def keep(
     doc = _event_object(body) if allowed else None
     if doc is not None:
         flat: dict[str, Any] = {}
+        mark, keeper.scanning = len(keeper.dropped), False
         keeper.flatten(doc, "", 0, flat)
-        if flat and keeper.pieces_hold_pii(flat, version):
-            flat = {}
+        if flat and keeper.across(flat, version) is not None:
+            # Something somewhere: search each text, then what is left as a whole.
+            del keeper.dropped[mark:]
+            flat, keeper.scanning, keeper.numbers = {}, True, []
+            keeper.flatten(doc, "", 0, flat)
+            why = keeper.across(flat, version) if flat else None
+            if why is not None:
+                keeper.dropped.append(why)
+                flat = {}
         if flat:
             extra = json.dumps(
                 flat, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
