@@ -35,7 +35,7 @@ import html
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import unquote
@@ -150,21 +150,22 @@ def _variants(text: str) -> list[str]:
     any other character outside ASCII that is not a letter (``。``, ``‐``) as a dot.
     """
     out = [text]
-    for _ in range(3):
-        new = {d for v in out for d in _decoded(v)}.difference(out)
-        if not new:
+    for _ in range(3):  # each round reads all three: at most four readings, not 3**3
+        decoded = _decoded(out[-1])
+        if decoded == out[-1]:
             break
-        out += sorted(new)
+        out.append(decoded)
     return out + [_normal(v) for v in out if not v.isascii()]
 
 
-def _decoded(text: str) -> Iterator[str]:
+def _decoded(text: str) -> str:
     if "&" in text:
-        yield html.unescape(text)
+        text = html.unescape(text)
     if "\\" in text:
-        yield _ESCAPE.sub(_unescape, text)
+        text = _ESCAPE.sub(_unescape, text)
     if "%" in text:
-        yield unquote(text)
+        text = unquote(text)
+    return text
 
 
 def _normal(text: str) -> str:
