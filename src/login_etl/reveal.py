@@ -14,7 +14,9 @@ as an ip wherever it sits. Everywhere else, in keys, strings and numbers,
 what `scan` finds is replaced by a marker: any address inside a text
 (``"from [address]:443"``), and the body's own ip and device id (the values
 of those fields) in any case (``{"[device_id]": 1}``). A body that is not
-JSON cannot be searched for those fields, so it is hidden whole.
+JSON cannot be searched for those fields, so it is hidden whole, as is one
+whose shown texts, read one after another, hold what none holds alone
+(``["dev-abc", "-123"]``).
 """
 
 from __future__ import annotations
@@ -81,7 +83,13 @@ def masked_body(body: str, masker: Masker) -> str:
         ips: list[str] = []
         device_ids: list[str] = []
         _own_values(doc, "", {"ip": ips, "device_id": device_ids})
-        return _encode(_walk(doc, "", masker, scan.Own.of(ips, device_ids)))
+        own = scan.Own.of(ips, device_ids)
+        pieces = _Pieces()
+        shown = _walk(doc, "", masker, own, pieces)
+        if scan.finding_across(pieces.all, own) or scan.finding_across(pieces.texts, own):
+            # Split over keys or elements (``["dev-abc", "-123"]``): no one piece to cut.
+            return f"[{len(body)} characters, PII in pieces: hidden; --reveal-pii shows them]"
+        return _encode(shown)
     except (ValueError, RecursionError):
         return f"[{len(body)} characters, not JSON: hidden; --reveal-pii shows them]"
 
@@ -121,31 +129,42 @@ def _leaves(value: Any, into: list[str]) -> None:
         into.append(value)
 
 
-def _walk(value: Any, prefix: str, masker: Masker, own: scan.Own) -> Any:
+class _Pieces:
+    """What `_walk` shows besides masks, in order: keys and texts (`all`), and `texts` alone."""
+
+    def __init__(self) -> None:
+        self.all: list[str] = []
+        self.texts: list[str] = []
+
+
+def _walk(value: Any, prefix: str, masker: Masker, own: scan.Own, pieces: _Pieces) -> Any:
     """`value` with PII masked; `prefix` is the flattened name of the enclosing objects."""
     if type(value) is _Object:
         out = _Object()
         for key, child in value:
             field = _pii_field(prefix + key)
             shown = scan.redact(key, own)
+            pieces.all.append(shown)
             if field is not None:
                 out.append((shown, _mask(field, child, masker)))
             else:
-                out.append((shown, _walk(child, prefix + key + "_", masker, own)))
+                out.append((shown, _walk(child, prefix + key + "_", masker, own, pieces)))
         return out
     if isinstance(value, list):
-        return [_walk(item, "", masker, own) for item in value]
+        return [_walk(item, "", masker, own, pieces) for item in value]
     if type(value) is str and value.strip("\ufeff \t\n\r")[:1] in ("{", "["):
         try:  # an envelope's message: JSON inside a string (a BOM before it too)
             inner = _DECODER.decode(value.strip("\ufeff \t\n\r"))
         except (ValueError, RecursionError):
             # Cannot be searched for PII fields, like a body that is not JSON: hidden.
             return f"[{len(value)} characters, not JSON: hidden; --reveal-pii shows them]"
-        return _encode(_walk(inner, "", masker, own))
+        return _encode(_walk(inner, "", masker, own, pieces))
     if type(value) is str and canonical_ip(value.strip()) is not None:
         return _mask("ip", value, masker)  # an address under an innocent name
     if isinstance(value, str):  # a string, or a number as written (shown as a string if cut)
         shown = scan.redact(value, own)
+        pieces.all.append(shown)
+        pieces.texts.append(shown)
         return value if shown == value else shown
     return value
 

@@ -125,3 +125,39 @@ def test_hostile_bodies_leave_no_plaintext_in_outbox_or_lake(
     by_user = {r["user_id"]: (r["app_version_raw"], r["extra"]) for r in records}
     assert by_user["hostile-14"] == ("", '{"campaign":"c14"}')  # the version was the own ip
     assert by_user["hostile-0"] == ("2.3.0", '{"campaign":"c0"}')
+
+
+# Spellings and splits that no single plain text shows (every name below allowed).
+SPELLED = [
+    '"note": "0xCB.0x00.0x71.0x07"',
+    '"note": "203.0.28935"',
+    '"note": "ip-203-0-113-7.ec2.internal"',
+    '"note": "203%252E0%252E113%252E7"',
+    '"note": "\\\\u0032\\\\u0030\\\\u0033\\\\u002e0\\\\u002e113\\\\u002e7"',
+    '"note": "DEV_ABC_123"',
+    '"note": ["dev-abc", "-123"]',
+    '"hops": [203, 0, 113, 7]',
+]
+SPELLED_PLAINTEXT = ("0xcb", "28935", "203-0-113", "252e", "u0032", "dev_abc", "dev-abc", "113,7")
+
+
+@pytest.mark.parametrize("warehouse", ["file"], indirect=True)
+def test_encoded_and_split_values_do_not_reach_the_outbox(
+    lake_env, sqs_client, warehouse, monkeypatch
+) -> None:
+    monkeypatch.setenv("LOGIN_ETL_LAKE_EXTRA_FIELDS", "note,hops")
+    send(sqs_client, lake_env.queue_url, [hostile_body(i, s) for i, s in enumerate(SPELLED)])
+    settings = Settings.load()
+    sink = PostgresSink(lake_env.database_url, lake=True)
+    try:
+        build_pipeline(
+            settings, SqsSource(lake_env.queue_url), sink, settings.masker(), drain=True
+        ).run()
+    finally:
+        sink.close()
+
+    outbox = query(lake_env.database_url, "SELECT extra FROM login_etl_lake_outbox")
+    assert sorted(extra for (extra,) in outbox) == ["{}"] * len(SPELLED)
+    dumped = dump_text(lake_env.database_url).lower()
+    for plain in SPELLED_PLAINTEXT:
+        assert plain not in dumped, plain

@@ -180,6 +180,98 @@ def test_each_value_left_out_is_counted_by_reason(
     assert sorted(kept.dropped) == sorted(reasons)
 
 
+# Spellings a hostile producer can put under a name the operator allowed (``note``).
+ENCODED = [
+    "0xCB.0x00.0x71.0x07",  # dotted hex: any address
+    "0xcb.0.0x71.7",
+    "0313.0.0161.07",  # dotted octal
+    "198.051.0144.02",
+    "198.0377.0377.2",
+    "0xC6.0x33.0x64.0x02",
+    "0xCB007107",  # the own ip as hex, dotted or not
+    "cb:00:71:07",
+    "203.0.28935",  # inet_aton's short forms of the own ip
+    "203.28935",
+    "031300070407",  # its 32-bit integer in octal
+    "203000113007",  # its octets zero-padded, run together
+    "203-0-113-7",  # other separators
+    "ip-198-51-100-2.ec2.internal",
+    "203 . 0 . 113 . 7",
+    "203,0,113,7",
+    "203\u30020\u3002113\u30027",  # ideographic full stops
+    "198\u300251\u3002100\u30022",
+    "\u0662\u0660\u0663.\u0660.\u0661\u0661\u0663.\u0667",  # Arabic-Indic digits
+    "203.0\u0301.113.7",  # a combining mark
+    "203%252E0%252E113%252E7",  # percent-encoded twice
+    "203&#46;0&#46;113&#46;7",  # HTML entities
+    "198&period;51&period;100&period;2",
+    "".join(f"\\u{ord(c):04x}" for c in "198.51.100.2"),  # escapes written into the text
+    "".join(f"\\x{ord(c):02x}" for c in "203.0.113.7"),
+    json.dumps({"a": "198.51.100.2"}).replace("1", "\\u0031"),  # JSON inside, escaped
+    "devabc123",  # the own device id without, or with other, separators
+    "DEVABC123",
+    "dev abc 123",
+    "dev_abc_123",
+    "dev\u2010abc\u2010123",
+    "\uff44\uff45\uff56-abc-123",
+]
+
+
+@pytest.mark.parametrize("value", ENCODED)
+def test_encoded_addresses_and_own_values_are_left_out(value: str) -> None:
+    kept = keep(
+        body(note=value, campaign="c1"),
+        "2.3.0",
+        frozenset({"note", "campaign"}),
+        ip=IP,
+        device_id=DEVICE,
+    )
+    assert kept.extra == '{"campaign":"c1"}'
+    assert len(kept.dropped) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"note": ["dev-abc", "-123"]}, "own_device_id"),
+        ({"note": ["203.0.11", "3.7"]}, "own_ip"),
+        ({"hops": [203, 0, 113, 7]}, "own_ip"),
+        ({"meta": [{"dev-abc": "-123"}]}, "own_device_id"),
+        ({"meta": [{"203.0.": "113.7"}]}, "own_ip"),
+        ({"a": "dev-abc", "b": "-123"}, "own_device_id"),  # in the order the lake stores them
+    ],
+)
+def test_values_split_over_pieces_are_left_out(fields: dict[str, Any], reason: str) -> None:
+    kept = keep(body(**fields), "2.3.0", frozenset(fields), ip=IP, device_id=DEVICE)
+    assert kept.extra == EMPTY
+    assert kept.dropped == (reason,)
+
+
+def test_a_number_is_searched_as_written() -> None:
+    kept = keep('{"serial": 7e3}', "2.3.0", frozenset({"serial"}), ip=IP, device_id="7e3")
+    assert kept == (EMPTY, "2.3.0", ("own_device_id",))
+
+
+def test_a_value_split_with_the_version_is_left_out() -> None:
+    kept = keep(body(note=".113.7"), "203.0", frozenset({"note"}), ip=IP, device_id=DEVICE)
+    assert (kept.extra, kept.app_version_raw) == (EMPTY, "203.0")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"note": "spring sale 2.3.4", "hops": ["edge-1", "edge-2"]},
+        {"note": "424cdd21-063a-43a7-b91b-7ca1a833afae", "ts": 1733331600},
+        {"note": "2026-12-04T17:01:12Z", "n": [1, 2, 3]},
+        {"note": "dev-abc-12"},
+        {"note": "1.5 stars"},  # after the version 2.3.0: 2.3.01.5 is not sought
+    ],
+)
+def test_ordinary_values_are_kept(fields: dict[str, Any]) -> None:
+    kept = keep(body(**fields), "2.3.0", frozenset(fields), ip=IP, device_id=DEVICE)
+    assert json.loads(kept.extra) == fields and kept.dropped == ()
+
+
 def test_only_the_offending_array_element_goes() -> None:
     doc = body(hops=["edge-1", "203.0.113.7:1", {"n": 2, "via": "198.51.100.1"}])
     text = extra_fields(doc, frozenset({"hops"}), ip=IP, device_id=DEVICE)
@@ -341,7 +433,7 @@ def time_of_send() -> Any:
         ("1.2.3.4", "address"),
         ("a1.2.3.4b", "address"),
         ("999.1.2.3.4", "address"),
-        ("203.000.113.007", "address"),
+        ("203.000.113.007", "own_ip"),  # the own ip with leading zeros
         ("::1", "address"),
         ("1:2:3:4:5:6:7:8", "address"),
         ("x203.0.113.7", "own_ip"),

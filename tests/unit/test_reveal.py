@@ -186,7 +186,10 @@ def test_generated_bodies_mask_every_ip_and_device_id(doc: object) -> None:
 
     collect(doc, None)
     own = scan.Own.of(own_values["ip"], own_values["device_id"])
-    assume(not any(scan.finding(k, own) for k in ("ip", "device_id", "device", "id", "x")))
+    # A value under a PII name nested in another is an own value of either kind.
+    either = [*own_values["ip"], *own_values["device_id"]]
+    names = ("ip", "device_id", "device", "id", "x")
+    assume(not any(scan.finding(k, scan.Own.of(either, either)) for k in names))
 
     def check(original: object, masked: object, prefix: str = "") -> None:
         if isinstance(original, dict):
@@ -261,3 +264,44 @@ def test_masked_mode_hides_addresses_and_own_values_anywhere(
     for plain in ("198.51.100", "SECRETDEV-9", "secretdev-9", "5934759281", "3405803783"):
         assert plain not in text
     assert "2001:" not in text.lower() and "203.0.113.7" not in text
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "0xC7.0xAC.0x6F.0x87",  # dotted hex
+        "0307.0254.0157.0207",  # dotted octal
+        "199.172.28551",  # inet_aton's short form of the own ip
+        "199-172-111-135",
+        "199 . 172 . 111 . 135",
+        "1\u200b9\u200b9.172.111.135",  # zero-width spaces: cutting the address left "19"
+        "199\u3002172\u3002111\u3002135",
+        "199&#46;172&#46;111&#46;135",
+        "199%252E172%252E111%252E135",
+        "".join(f"\\u{ord(c):04x}" for c in "199.172.111.135"),
+        "59347 5928",  # the own device id with other separators
+        "593_47_5928",
+    ],
+)
+def test_masked_mode_hides_encoded_addresses_and_own_values(masker: Masker, note: str) -> None:
+    text = masked_body(json.dumps({**RECORD, "note": note}), masker)
+    assert json.loads(text)["note"] in ("[hidden]", "[address]")
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        '"note": ["593-47", "-5928"]',
+        '"note": [199, 172, 111, 135]',
+        '"note": ["199.172.11", "1.135"]',
+        '"note": {"593-47": "-5928"}',
+        '"a": "593-47", "b": "-5928"',
+    ],
+)
+def test_masked_mode_hides_a_body_whose_pieces_hold_an_own_value(
+    masker: Masker, pieces: str
+) -> None:
+    body = json.dumps(RECORD)[:-1] + ", " + pieces + "}"
+    assert masked_body(body, masker) == f"[{len(body)} characters, PII in pieces: hidden; " + (
+        "--reveal-pii shows them]"
+    )

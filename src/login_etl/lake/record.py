@@ -11,7 +11,9 @@ leaf of an array or of an object inside one, keys included) holds an address
 or the event's own ip or device id (`login_etl.scan`), or cannot be strict
 JSON: a string with a lone surrogate, a number that is not finite (``NaN``,
 ``1e999``) or an integer beyond 64 bits. Inside an array only the offending
-element (or key and value) goes. `app_version_raw` is emptied by the same
+element (or key and value) goes. When what is kept, read one text after
+another, holds what no text holds alone (``["dev-abc", "-123"]``), `extra`
+is ``{}``. `app_version_raw` is emptied by the same
 scan. Each value left out is counted by its reason (`DROP_REASONS`).
 
 The text is sorted, ASCII-only RFC 8259 JSON. Cost stays proportional to the
@@ -93,13 +95,16 @@ class _Keeper:
         self._prefixes = _prefixes(allowed)
         self._own = own
         self.dropped: list[str] = []
+        # Off for a first pass that only keeps to strict JSON; `numbers` notes what it saw.
+        self.scanning = True
+        self.numbers: list[str] = []
 
     def _why(self, text: str) -> str | None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: DuckDB refuses the whole column
             return NOT_UNICODE
-        return scan.finding(text, self._own)
+        return scan.finding(text, self._own) if self.scanning else None
 
     def text(self, text: str) -> bool:
         """True when `text` may be kept; otherwise its reason is counted."""
@@ -131,6 +136,8 @@ class _Keeper:
         return value  # true, false, null
 
     def _number(self, raw: str) -> Any:
+        if not self.scanning:
+            self.numbers.append(raw)  # as written: 1e5 is not 100000.0
         if not self.text(raw):
             return _DROP
         number: int | float
@@ -144,6 +151,25 @@ class _Keeper:
                 return number
         self.dropped.append(NUMBER)
         return _DROP
+
+    def across(self, flat: dict[str, Any], version: str) -> str | None:
+        """What the texts of `flat`, read one after another, hold (`scan.finding_across`).
+
+        A producer can split a value over keys and elements (``["dev-abc",
+        "-123"]``, ``{"203.0": ".113.7"}``); the reader sees them side by side.
+        The texts are read in the order they are stored (keys included, then
+        values alone; `app_version_raw` first). What any one text holds is
+        found too, so a clean result spares the search of each.
+        """
+        pieces = [version]
+        _pieces(flat, pieces, keys=True)
+        values = [version]
+        _pieces(flat, values, keys=False)
+        return (
+            scan.finding_across(pieces, self._own)
+            or scan.finding_across(values, self._own)
+            or scan.finding("\n".join(self.numbers), self._own)
+        )
 
     def flatten(self, obj: dict[str, Any], prefix: str, depth: int, out: dict[str, Any]) -> None:
         """Put the allowed fields under `obj` into `out`, by flattened name."""
@@ -162,6 +188,22 @@ class _Keeper:
                 out[name] = cleaned
 
 
+def _pieces(value: Any, into: list[str], *, keys: bool) -> None:
+    """Every leaf text (and key) under `value`, in the order the stored JSON has them."""
+    if isinstance(value, dict):
+        for key in sorted(value):
+            if keys:
+                into.append(key)
+            _pieces(value[key], into, keys=keys)
+    elif isinstance(value, list):
+        for item in value:
+            _pieces(item, into, keys=keys)
+    elif isinstance(value, str):
+        into.append(value)
+    elif value is not None and not isinstance(value, bool):
+        into.append(json.dumps(value))
+
+
 def keep(
     body: str, app_version_raw: str, allowed: frozenset[str], *, ip: str, device_id: str
 ) -> Kept:
@@ -177,7 +219,17 @@ def keep(
     doc = _event_object(body) if allowed else None
     if doc is not None:
         flat: dict[str, Any] = {}
+        mark, keeper.scanning = len(keeper.dropped), False
         keeper.flatten(doc, "", 0, flat)
+        if flat and keeper.across(flat, version) is not None:
+            # Something somewhere: search each text, then what is left as a whole.
+            del keeper.dropped[mark:]
+            flat, keeper.scanning, keeper.numbers = {}, True, []
+            keeper.flatten(doc, "", 0, flat)
+            why = keeper.across(flat, version) if flat else None
+            if why is not None:
+                keeper.dropped.append(why)
+                flat = {}
         if flat:
             extra = json.dumps(
                 flat, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
