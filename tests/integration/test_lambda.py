@@ -522,3 +522,41 @@ def test_an_event_with_a_record_without_a_message_id_fails_whole_and_commits_not
     with pytest.raises(ValueError, match="messageId"):
         make_handler(db)(ev, Context())
     assert counts(db) == (0, 0, 0)
+
+
+def test_settings_and_the_key_check_are_made_once_per_environment(
+    db, sqs_client, queue_url, monkeypatch
+) -> None:
+    import login_etl.aws_lambda as aws_lambda
+
+    checks: list[str] = []
+    real = aws_lambda.check_keys
+
+    def counted(conn: Any, masker: Any) -> None:
+        checks.append(masker.key_id)
+        real(conn, masker)
+
+    monkeypatch.setattr(aws_lambda, "check_keys", counted)
+    env = {"LOGIN_ETL_DATABASE_URL": db, "LOGIN_ETL_MASKING_KEY": generate_key()}
+    handler = Handler(env)
+    try:
+        for start in (0, 2, 4):
+            ev = delivered(sqs_client, queue_url, [event(i) for i in range(start, start + 2)])
+            assert failures(handler(ev, Context())) == []
+            env["LOGIN_ETL_LOG_LEVEL"] = "loud"  # were the settings read again, this refuses
+    finally:
+        handler.close()
+    assert len(checks) == 1
+    assert counts(db) == (6, 0, 6)
+
+
+def test_a_key_that_made_none_of_the_stored_masks_is_refused_before_any_write(
+    db, sqs_client, queue_url, make_handler, capsys
+) -> None:
+    assert failures(make_handler(db)(delivered(sqs_client, queue_url, [event(1)]), Context())) == []
+    key = generate_key()
+    other = make_handler(db, key=key)  # a new environment, a mistyped key
+    with pytest.raises(ConfigError, match="LOGIN_ETL_MASKING_KEY") as refused:
+        other(delivered(sqs_client, queue_url, [event(2)]), Context())
+    assert counts(db) == (1, 0, 1)
+    assert key not in str(refused.value) and key not in capsys.readouterr().out
