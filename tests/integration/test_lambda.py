@@ -3,6 +3,7 @@ built from real messages received from the local SQS endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from login_etl import kms
 from login_etl.aws_lambda import Handler
@@ -560,3 +562,70 @@ def test_a_key_that_made_none_of_the_stored_masks_is_refused_before_any_write(
         other(delivered(sqs_client, queue_url, [event(2)]), Context())
     assert counts(db) == (1, 0, 1)
     assert key not in str(refused.value) and key not in capsys.readouterr().out
+
+
+class Relay:
+    """A TCP port in front of PostgreSQL; once `silent`, it accepts new connections and
+    never answers them (a failover target still booting, a black-holed route)."""
+
+    def __init__(self, url: str) -> None:
+        params = conninfo_to_dict(url)
+        self._upstream = (str(params["host"]), int(params["port"]))
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = make_conninfo(url, host="127.0.0.1", port=str(self._server.getsockname()[1]))
+        self.silent = threading.Event()
+        self._sockets: list[socket.socket] = [self._server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            self._sockets.append(client)
+            if self.silent.is_set():
+                continue
+            upstream = socket.create_connection(self._upstream)
+            self._sockets.append(upstream)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        for s in self._sockets:
+            s.close()
+
+
+def test_a_reconnect_to_a_silent_server_is_given_only_the_time_left(
+    db, sqs_client, queue_url, make_handler
+) -> None:
+    """A warm environment's connection dies and the new one never answers: the
+    reconnect inside the write must not outlast the invocation."""
+    relay = Relay(db)
+    try:
+        handler = make_handler(relay.url)
+        assert failures(handler(delivered(sqs_client, queue_url, [event(0)]), Context())) == []
+        relay.silent.set()
+        [pid] = backend_pids(db)
+        assert scalar(db, "SELECT pg_terminate_backend(%s)", pid)
+        wait_for(lambda: pid not in backend_pids(db), 10, "the backend to end")
+        ev = delivered(sqs_client, queue_url, [event(i) for i in range(1, 4)])
+        call, answer = call_in_thread(handler, ev, Context(remaining_ms=5_000))
+        call.join(60)
+        assert not call.is_alive()
+    finally:
+        relay.close()
+    assert failures(answer) == ids(ev)
+    assert answer["left"] > 0
+    assert counts(db) == (1, 0, 1)
