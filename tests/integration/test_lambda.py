@@ -200,7 +200,7 @@ def test_logs_are_json_lines_on_stdout_with_the_request_id(
 
 
 def test_postgres_down_mid_batch_fails_every_record_and_commits_nothing(
-    own_pg, sqs_client, queue_url, make_handler
+    own_pg, sqs_client, queue_url, make_handler, capsys
 ) -> None:
     with psycopg.connect(own_pg.url, autocommit=True) as conn:
         conn.execute("CREATE DATABASE etl")
@@ -230,6 +230,8 @@ def test_postgres_down_mid_batch_fails_every_record_and_commits_nothing(
     assert failures(answer) == ids(ev)
     own_pg.start()
     assert counts(url) == (0, 0, 0)
+    [emf] = emf_lines(capsys.readouterr().out)
+    assert (emf["loaded"], emf["failed"]) == (0, 10)
 
 
 def init_db_at(url: str) -> None:
@@ -280,7 +282,9 @@ def test_too_little_time_left_fails_every_record_and_writes_nothing(
     assert counts(db) == (5, 0, 5)
 
 
-def test_fifo_a_failure_fails_its_groups_later_records_only(db, sqs_client, make_handler) -> None:
+def test_fifo_a_failure_fails_its_groups_later_records_only(
+    db, sqs_client, make_handler, capsys
+) -> None:
     url = sqs_client.create_queue(
         QueueName=unique_name("logins") + ".fifo",
         Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
@@ -300,6 +304,8 @@ def test_fifo_a_failure_fails_its_groups_later_records_only(db, sqs_client, make
         assert failures(make_handler(db)(ev, Context())) == [by_user["A2"], by_user["A3"]]
         loaded = sorted(r[0] for r in query(db, "SELECT user_id FROM user_logins"))
         assert loaded == ["A1", "B1", "B2"]
+        [emf] = emf_lines(capsys.readouterr().out)
+        assert (emf["loaded"], emf["failed"]) == (3, 2)  # A3 counts as failed too
     finally:
         sqs_client.delete_queue(QueueUrl=url)
 
