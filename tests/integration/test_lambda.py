@@ -635,3 +635,25 @@ def test_a_reconnect_to_a_silent_server_is_given_only_the_time_left(
     assert failures(answer) == ids(ev)
     assert answer["left"] > 0
     assert counts(db) == (1, 0, 1)
+
+
+def test_a_body_over_the_size_limit_is_a_rejection_not_a_failure(
+    db, sqs_client, queue_url, make_handler
+) -> None:
+    """SQS takes bodies up to 1 MiB; the parser stops at its own limit."""
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(3)])
+    ev["Records"][1]["body"] = event(1, user_id="u" * (1024 * 1024 - 200))
+    assert failures(make_handler(db)(ev, Context())) == []
+    assert counts(db) == (2, 1, 3)
+
+
+def test_a_standard_queue_with_message_groups_fails_only_the_unreadable_record(
+    db, sqs_client, queue_url, make_handler
+) -> None:
+    """A fair queue's group ids ask for no order: a failure does not spread to its group."""
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(4)])
+    for r in ev["Records"]:
+        r["attributes"]["MessageGroupId"] = "tenant-1"
+    ev["Records"][0]["attributes"]["SentTimestamp"] = "garbled"
+    assert failures(make_handler(db)(ev, Context())) == [ids(ev)[0]]
+    assert counts(db) == (3, 0, 3)
