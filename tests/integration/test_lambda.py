@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from login_etl import kms
 from login_etl.aws_lambda import Handler
-from login_etl.errors import ConfigError
+from login_etl.errors import ConfigError, KeyServiceUnavailable
 from login_etl.masking import generate_key
 from login_etl.postgres import init_schema
 
@@ -657,3 +657,25 @@ def test_a_standard_queue_with_message_groups_fails_only_the_unreadable_record(
     ev["Records"][0]["attributes"]["SentTimestamp"] = "garbled"
     assert failures(make_handler(db)(ev, Context())) == [ids(ev)[0]]
     assert counts(db) == (3, 0, 3)
+
+
+def test_kms_unreachable_at_cold_start_errors_the_invocation_and_the_next_one_retries(
+    db, sqs_client, queue_url, aws_env, make_handler, monkeypatch, capsys
+) -> None:
+    import boto3
+
+    kms_key = boto3.client("kms").create_key()["KeyMetadata"]["KeyId"]
+    wrapped = kms.new_data_key(kms_key)
+    handler = make_handler(db, key=wrapped)
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(3)])
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")  # nothing listens
+    with pytest.raises(KeyServiceUnavailable) as down:
+        handler(ev, Context())
+    assert wrapped[4:20] not in str(down.value)  # not even part of the ciphertext
+    assert counts(db) == (0, 0, 0)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_env["AWS_ENDPOINT_URL"])
+    assert failures(handler(ev, Context())) == []
+    assert counts(db) == (3, 0, 3)
+    assert wrapped[4:20] not in capsys.readouterr().out
