@@ -301,11 +301,14 @@ def test_fifo_a_failure_fails_its_groups_later_records_only(
         by_user = dict(zip(users, ids(ev), strict=True))
         a2 = users.index("A2")
         ev["Records"][a2]["attributes"]["SentTimestamp"] = "garbled"
+        a3 = ev["Records"][users.index("A3")]["attributes"]
+        a3["SentTimestamp"] = str(int(a3["SentTimestamp"]) - 86_400_000)  # a day old
         assert failures(make_handler(db)(ev, Context())) == [by_user["A2"], by_user["A3"]]
         loaded = sorted(r[0] for r in query(db, "SELECT user_id FROM user_logins"))
         assert loaded == ["A1", "B1", "B2"]
         [emf] = emf_lines(capsys.readouterr().out)
         assert (emf["loaded"], emf["failed"]) == (3, 2)  # A3 counts as failed too
+        assert emf["lag_seconds"] < 86_400  # the lag is the committed messages' only
     finally:
         sqs_client.delete_queue(QueueUrl=url)
 
