@@ -575,7 +575,8 @@ def test_a_key_that_made_none_of_the_stored_masks_is_refused_before_any_write(
 
 class Relay:
     """A TCP port in front of PostgreSQL; once `silent`, it accepts new connections and
-    never answers them (a failover target still booting, a black-holed route)."""
+    never answers them (a failover target still booting, a black-holed route); with
+    `latency`, a new connection reaches the server that many seconds late."""
 
     def __init__(self, url: str) -> None:
         params = conninfo_to_dict(url)
@@ -583,6 +584,7 @@ class Relay:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.url = make_conninfo(url, host="127.0.0.1", port=str(self._server.getsockname()[1]))
         self.silent = threading.Event()
+        self.latency = 0.0
         self._sockets: list[socket.socket] = [self._server]
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -593,12 +595,15 @@ class Relay:
             except OSError:
                 return  # closed
             self._sockets.append(client)
-            if self.silent.is_set():
-                continue
-            upstream = socket.create_connection(self._upstream)
-            self._sockets.append(upstream)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            if not self.silent.is_set():
+                threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        threading.Event().wait(self.latency)  # the slow network being simulated
+        upstream = socket.create_connection(self._upstream)
+        self._sockets.append(upstream)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -682,3 +687,27 @@ def test_kms_unreachable_at_cold_start_errors_the_invocation_and_the_next_one_re
     assert failures(handler(ev, Context())) == []
     assert counts(db) == (3, 0, 3)
     assert wrapped[4:20] not in capsys.readouterr().out
+
+
+def test_a_slow_reconnect_leaves_the_write_only_what_remains(
+    db, sqs_client, queue_url, make_handler
+) -> None:
+    """The write's deadline counts the time its reconnect took."""
+    relay = Relay(db)
+    try:
+        handler = make_handler(relay.url)
+        assert failures(handler(delivered(sqs_client, queue_url, [event(0)]), Context())) == []
+        slow_inserts(db, 0.5)  # ten rows: five seconds of INSERT
+        relay.latency = 2.0
+        [pid] = backend_pids(db)
+        assert scalar(db, "SELECT pg_terminate_backend(%s)", pid)
+        wait_for(lambda: pid not in backend_pids(db), 10, "the backend to end")
+        ev = delivered(sqs_client, queue_url, [event(i) for i in range(1, 11)])
+        call, answer = call_in_thread(handler, ev, Context(remaining_ms=4_500))
+        call.join(60)
+        assert not call.is_alive()
+    finally:
+        relay.close()
+    assert failures(answer) == ids(ev)
+    assert answer["left"] > 0
+    assert counts(db) == (1, 0, 1)
