@@ -38,7 +38,7 @@ from typing import Any, Protocol, TextIO
 from login_etl import ledger, logs, secretenv
 from login_etl.errors import ConfigError, LoginEtlError, RetryableError, SinkUnavailable
 from login_etl.masking import Masker
-from login_etl.pgsink import PostgresSink
+from login_etl.pgsink import PostgresSink, deadline
 from login_etl.postgres import check_url, session
 from login_etl.rekey import check_keys
 from login_etl.sink import Batch, WriteResult
@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 
 # Kept back from the remaining time for the rollback, the response and the log lines.
 MARGIN_SECONDS = 1.0
-# A write is not started with less than this left after the margin.
-MIN_WRITE_SECONDS = 1.0
+# A step (a write, the key check) is not started with less than this left after the
+# margin: libpq gives a connect at least 2 s.
+MIN_WRITE_SECONDS = 2.0
 NAMESPACE = "login-etl"
 _LEVELS = ("debug", "info", "warning", "error")
 
@@ -274,21 +275,15 @@ class Handler:
     def _write(
         self, sink: PostgresSink, masker: Masker, batch: Batch, context: Context
     ) -> WriteResult:
-        """Check the keys (once), then commit within the time left; a lost connection is
-        replaced once. Raises RetryableError when nothing committed."""
+        """Check the keys (once), then commit, each step (connecting included) within
+        the time left; a lost connection is replaced once. Raises RetryableError when
+        nothing committed."""
         for attempt in (1, 2):
-            budget = _seconds_left(context) - MARGIN_SECONDS
-            if budget < MIN_WRITE_SECONDS:
-                raise _OutOfTime(f"{budget + MARGIN_SECONDS:.1f}s left: too little to write")
             try:
                 if not self._keys_checked:
-                    # As a worker does before its first write: refuse a key that made
-                    # none of the stored masks.
-                    assert self._settings is not None  # set by _start
-                    with session(self._settings.database_url) as conn:
-                        check_keys(conn, masker)
+                    self._check_keys(masker, _budget(context))
                     self._keys_checked = True
-                return sink.write(batch, timeout=budget)
+                return sink.write(batch, timeout=_budget(context))
             except SinkUnavailable as exc:
                 if attempt == 2:
                     raise
@@ -297,6 +292,17 @@ class Handler:
                     extra={"fields": {"error": str(exc)}},
                 )
         raise AssertionError("unreachable")
+
+    def _check_keys(self, masker: Masker, seconds: float) -> None:
+        """As a worker does before its first write: refuse a key that made none of the
+        stored masks. A locked table or a silent server is cut off after `seconds`."""
+        assert self._settings is not None  # set by _start
+        started = time.monotonic()
+        with (
+            session(self._settings.database_url, connect_timeout=seconds) as conn,
+            deadline(conn, seconds - (time.monotonic() - started)),
+        ):
+            check_keys(conn, masker)
 
     def _emit(
         self,
@@ -395,6 +401,14 @@ def _read(
 
 def _seconds_left(context: Context) -> float:
     return context.get_remaining_time_in_millis() / 1000
+
+
+def _budget(context: Context) -> float:
+    """The seconds the next step may take: the time left less the margin."""
+    budget = _seconds_left(context) - MARGIN_SECONDS
+    if budget < MIN_WRITE_SECONDS:
+        raise _OutOfTime(f"{budget + MARGIN_SECONDS:.1f}s left: too little to write")
+    return budget
 
 
 def _batch(messages: list[Message], outputs: list[Row | Rejection], masker: Masker) -> Batch:

@@ -12,13 +12,14 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
 
-from login_etl.postgres import connect, is_row_error, is_transient, translate
+from login_etl.postgres import CONNECT_TIMEOUT, connect, is_row_error, is_transient, translate
 from login_etl.sink import Batch, WriteResult, count_reasons
 from login_etl.sqlfiles import query
 from login_etl.transform import Rejection, Row
@@ -87,9 +88,9 @@ class PostgresSink:
     def __repr__(self) -> str:
         return "PostgresSink()"  # the URL may carry a password
 
-    def _connection(self) -> psycopg.Connection[Any]:
+    def _connection(self, connect_timeout: float = CONNECT_TIMEOUT) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self._url)
+            self._conn = connect(self._url, connect_timeout=connect_timeout)
         return self._conn
 
     def close(self) -> None:
@@ -99,11 +100,11 @@ class PostgresSink:
             self._conn = None
 
     @contextmanager
-    def _guard(self) -> Iterator[psycopg.Connection[Any]]:
+    def _guard(self, connect_timeout: float = CONNECT_TIMEOUT) -> Iterator[psycopg.Connection[Any]]:
         """Every psycopg error leaves as a login-etl error; a transient one also
         drops the connection."""
         try:
-            yield self._connection()
+            yield self._connection(connect_timeout)
         except psycopg.Error as exc:
             if is_transient(exc):
                 self.close()
@@ -113,12 +114,14 @@ class PostgresSink:
         """Commit the batch; isolate rows PostgreSQL refuses into rejections.
 
         `timeout` replaces the sink's write timeout for this write (a Lambda
-        invocation's remaining time).
+        invocation's remaining time); connecting, when needed, is part of it.
         """
         rows = _dedupe(batch.rows)
+        limit = self._write_timeout if timeout is None else timeout
+        started = time.monotonic()
         with (
-            self._guard() as conn,
-            deadline(conn, self._write_timeout if timeout is None else timeout),
+            self._guard(connect_timeout=min(CONNECT_TIMEOUT, limit)) as conn,
+            deadline(conn, limit - (time.monotonic() - started)),
         ):
             try:
                 with conn.transaction(), conn.cursor() as cur:

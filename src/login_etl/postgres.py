@@ -132,15 +132,19 @@ def check_url(url: str) -> None:
 CONNECT_TIMEOUT = 10
 
 
-def connect(url: str, *, connect_timeout: int = CONNECT_TIMEOUT) -> psycopg.Connection[Any]:
+def connect(url: str, *, connect_timeout: float = CONNECT_TIMEOUT) -> psycopg.Connection[Any]:
     """Open a connection; an empty `url` uses libpq's PG* variables.
+
+    `connect_timeout` is in whole seconds, at least 2 (libpq's rule).
 
     A malformed URL, a refused login or a missing database raise ConfigError
     (retrying cannot help); an unreachable server raises SinkUnavailable.
     """
     check_url(url)
     try:
-        return psycopg.connect(url, connect_timeout=connect_timeout, application_name="login-etl")
+        return psycopg.connect(
+            url, connect_timeout=max(2, int(connect_timeout)), application_name="login-etl"
+        )
     except psycopg.Error as exc:
         problem = config_problem(exc)
         if problem is not None:
@@ -173,9 +177,11 @@ def translate(exc: psycopg.Error) -> LoginEtlError:
 
 
 @contextmanager
-def session(url: str) -> Iterator[psycopg.Connection[Any]]:
+def session(
+    url: str, *, connect_timeout: float = CONNECT_TIMEOUT
+) -> Iterator[psycopg.Connection[Any]]:
     """A connection for one admin task; every psycopg error leaves as a login-etl error."""
-    conn = connect(url)
+    conn = connect(url, connect_timeout=connect_timeout)
     try:
         with conn:
             yield conn
