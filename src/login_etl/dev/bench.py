@@ -142,9 +142,7 @@ def bench_sqs(
     server, whose cost grows with queue depth, keep `count` small; give
     LocalStack's URL for more.
     """
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
+    from login_etl.dev.cost import bare_drain
     from login_etl.pgsink import PostgresSink
     from login_etl.sqs import SqsSource
 
@@ -158,32 +156,9 @@ def bench_sqs(
         return url
 
     bare_url = fill("bench-bare")
-    left = [count]
-    lock = threading.Lock()
-
-    def bare_loop() -> None:
-        while True:
-            with lock:
-                if left[0] <= 0:
-                    return
-            got = client.receive_message(
-                QueueUrl=bare_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-            ).get("Messages", [])
-            if got:
-                client.delete_message_batch(
-                    QueueUrl=bare_url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                        for i, m in enumerate(got)
-                    ],
-                )
-            with lock:
-                left[0] -= len(got)
 
     def limit() -> None:
-        with ThreadPoolExecutor(concurrency) as pool:
-            for future in [pool.submit(bare_loop) for _ in range(concurrency)]:
-                future.result()
+        bare_drain(bare_url, count, concurrency, client=client)
 
     raw = _rate(count, limit)
     url = fill("bench-ours")

@@ -54,12 +54,13 @@ def child_cpu(argv: Sequence[str], env: dict[str, str]) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bare_drain(queue_url: str, count: int, concurrency: int = 4) -> None:
+def bare_drain(queue_url: str, count: int, concurrency: int = 4, *, client: Any = None) -> None:
     """`concurrency` threads receive and delete until `count` messages are gone:
     the least any SQS consumer in Python does per message."""
-    import boto3
+    if client is None:
+        import boto3
 
-    client = boto3.client("sqs")
+        client = boto3.client("sqs")
     left = [count]
     lock = threading.Lock()
 
