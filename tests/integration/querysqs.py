@@ -18,10 +18,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
-from login_etl.dev.local import free_port
+from login_etl.dev.local import Service, free_port
 from login_etl.errors import LocalServiceError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +61,7 @@ def ensure_venv(venv: Path = VENV) -> Path:
     return venv / "bin" / "moto_server"
 
 
-class QuerySqs:
+class QuerySqs(Service):
     """moto 4.1.8's server on a free loopback port, in a process of its own."""
 
     def __init__(self, log_dir: Path) -> None:
@@ -107,14 +106,3 @@ class QuerySqs:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

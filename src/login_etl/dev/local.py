@@ -60,7 +60,7 @@ def _run_as() -> dict[str, Any]:
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
-class _Service:
+class Service:
     """start() / close(), usable as a context manager."""
 
     def start(self) -> Self:
@@ -83,7 +83,7 @@ class _Service:
         self.close()
 
 
-class LocalPostgres(_Service):
+class LocalPostgres(Service):
     """A private PostgreSQL server on a free loopback port."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -154,7 +154,7 @@ class LocalPostgres(_Service):
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-class LocalSqs(_Service):
+class LocalSqs(Service):
     """moto's server on a free loopback port (real HTTP): SQS, and KMS on the same port."""
 
     def __init__(self, port: int | None = None) -> None:
