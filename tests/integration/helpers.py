@@ -511,3 +511,17 @@ def warehouse_bytes(warehouse: str) -> bytes:
     for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
         out.append(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
     return b"\n".join(out)
+
+
+def revealing_commands(*why: str) -> Any:
+    """The three commands that reveal PII (the audit comes first in each), as a parametrize
+    mark over `command`; "MASK" and "user-1" stand for a mask and a user to look up."""
+    return pytest.mark.parametrize(
+        "command",
+        [
+            ["unmask", "--field", "ip", *why, "MASK"],
+            ["unmask", "--user-id", "user-1", *why],
+            ["rejects", "list", "--json", "--show-bodies", "--reveal-pii", *why],
+        ],
+        ids=["unmask", "user-id", "show-bodies"],
+    )

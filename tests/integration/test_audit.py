@@ -25,7 +25,7 @@ from login_etl import audit
 from login_etl.cli import cli as login_etl
 from login_etl.masking import Masker, decode_key
 
-from .helpers import cli, query, scalar
+from .helpers import cli, query, revealing_commands, scalar
 
 WHY = ("--purpose", "SEC-7: audit check")
 IP = "203.0.113.9"
@@ -246,15 +246,7 @@ def test_record_commits_the_row_before_it_returns(etl_env, initialised) -> None:
         ]
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["unmask", "--field", "ip", *WHY, "MASK"],
-        ["unmask", "--user-id", "user-1", *WHY],
-        ["rejects", "list", "--json", "--show-bodies", "--reveal-pii", *WHY],
-    ],
-    ids=["unmask", "user-id", "show-bodies"],
-)
+@revealing_commands(*WHY)
 def test_the_audit_row_is_committed_before_the_first_output(
     etl_env, initialised, monkeypatch, command
 ) -> None:

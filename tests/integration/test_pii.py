@@ -14,7 +14,7 @@ import pytest
 
 from login_etl.masking import Masker, decode_key
 
-from .helpers import cli, dump_text, event, query, scalar, send
+from .helpers import cli, dump_text, event, query, revealing_commands, scalar, send
 
 WHY = ("--purpose", "ticket SEC-42: account takeover report")
 AUDIT = (
@@ -124,15 +124,7 @@ FAILING_AUDITS = {
 
 
 @pytest.mark.parametrize("failure", sorted(FAILING_AUDITS))
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["unmask", "--field", "ip", *WHY, "MASK"],
-        ["unmask", "--user-id", "user-1", *WHY],
-        ["rejects", "list", "--json", "--show-bodies", "--reveal-pii", *WHY],
-    ],
-    ids=["unmask", "user-id", "show-bodies"],
-)
+@revealing_commands(*WHY)
 def test_when_the_audit_cannot_be_committed_nothing_is_revealed(
     etl_env, sqs_client, failure, command
 ) -> None:
