@@ -42,7 +42,8 @@ from login_etl.pgsink import PostgresSink, deadline
 from login_etl.postgres import check_url, session
 from login_etl.rekey import check_keys
 from login_etl.sink import Batch, WriteResult
-from login_etl.transform import Message, Rejection, Row, reject, transform
+from login_etl.source import Message
+from login_etl.transform import Rejection, Row, reject, transform
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from login_etl.transform import Message
+from login_etl.source import Message
 
 
 class Leases:

@@ -31,8 +31,8 @@ from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.retry import Backoff, Retrier
 from login_etl.sink import Batch, Sink
-from login_etl.source import SQS_BATCH_MAX, Source
-from login_etl.transform import Message, Rejection, Row, reject, transform
+from login_etl.source import SQS_BATCH_MAX, Message, Source
+from login_etl.transform import Rejection, Row, reject, transform
 
 log = logging.getLogger(__name__)
 

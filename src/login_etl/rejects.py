@@ -24,8 +24,9 @@ from login_etl.errors import MaskingError
 from login_etl.masking import Masker
 from login_etl.postgres import is_row_error, locked_pages
 from login_etl.reveal import masked_body
+from login_etl.source import Message
 from login_etl.sqlfiles import query
-from login_etl.transform import Message, Row, open_body, transform
+from login_etl.transform import Row, open_body, transform
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,15 @@ _KEY_ID = re.compile(r"[a-z2-7]{8}")
 
 @dataclass
 class RekeyResult:
-    """What a rekey pass rewrote, and what it could not read."""
+    """What a rekey pass rewrote, and what it could not read (in all the places it looked)."""
 
     rows: int = 0
     bodies: int = 0
     unreadable: int = 0
+    # The lake's part, when it is on (`login_etl.lake.upkeep.rekey`).
+    lake_outbox: int = 0
+    lake_records: int = 0
+    lake_partitions: int = 0
 
 
 def remask(masker: Masker, field: str, mask: str | None) -> str | None:

@@ -363,7 +363,20 @@ def prune_ledger(
 
 
 def rekey_masks(settings: Settings) -> RekeyResult:
-    """Rewrite masks and sealed bodies made by older keys with the primary key."""
+    """Rewrite everything made by older keys with the primary key: the whole rotation.
+
+    The masks of `user_logins`, the sealed rejected bodies, and, with the lake
+    on, the outbox's masks and the lake's data files holding old masks. Only
+    then may the old key be retired.
+    """
     masker = settings.masker()
     with session(settings.database_url) as conn:
-        return rekey(conn, masker)
+        result = rekey(conn, masker)
+    if settings.lake_warehouse:
+        from login_etl.lake.upkeep import rekey as rekey_lake  # the lake extra
+
+        lake = rekey_lake(settings, masker)
+        result.lake_outbox, result.lake_records = lake.outbox, lake.rows
+        result.lake_partitions = lake.partitions
+        result.unreadable += lake.unreadable
+    return result

@@ -1,4 +1,4 @@
-"""The source seam: receive, delete and extend messages.
+"""The source seam: receive, delete and extend messages, and the `Message` they carry.
 
 `SqsSource` (in `sqs`) is the real one; `MemorySource` here is a small queue
 with visibility timeouts for unit tests and the benchmark's no-network mode.
@@ -14,12 +14,32 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from login_etl.transform import Message
+import msgspec
 
 # Most messages one SQS receive, delete or visibility call may carry.
 SQS_BATCH_MAX = 10
+
+
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """One received SQS message; `receipt` is what deletes or extends it.
+
+    A frozen msgspec struct, like `transform.Row`: every receive builds one per message.
+    """
+
+    message_id: str
+    receipt: str
+    body: str
+    sent_at: datetime
+    receive_count: int = 1
+
+    def __repr__(self) -> str:  # the body may hold PII
+        return f"Message(message_id={self.message_id!r}, receive_count={self.receive_count})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        """What rich's pretty printer shows: as `repr`, never the body (msgspec's shows all)."""
+        return [("message_id", self.message_id), ("receive_count", self.receive_count)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,8 @@ import botocore.parsers
 import botocore.session
 
 from login_etl.errors import ConfigError, SourceUnavailable
-from login_etl.source import SQS_BATCH_MAX, QueueDepth, QueueInfo
+from login_etl.source import SQS_BATCH_MAX, Message, QueueDepth, QueueInfo
 from login_etl.sqswire import QueryLoader, SqsClient
-from login_etl.transform import Message
 
 log = logging.getLogger(__name__)
 

@@ -10,33 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
 import msgspec
 
 from login_etl.events import Invalid, parse_event
 from login_etl.lake.record import keep
 from login_etl.masking import MASK_MAX_CHARS, Masker
-
-
-class Message(msgspec.Struct, frozen=True, gc=False):
-    """One received SQS message; `receipt` is what deletes or extends it.
-
-    A frozen msgspec struct, like `Row`: every receive builds one per message.
-    """
-
-    message_id: str
-    receipt: str
-    body: str
-    sent_at: datetime
-    receive_count: int = 1
-
-    def __repr__(self) -> str:  # the body may hold PII
-        return f"Message(message_id={self.message_id!r}, receive_count={self.receive_count})"
-
-    def __rich_repr__(self) -> list[tuple[str, Any]]:
-        """What rich's pretty printer shows: as `repr`, never the body (msgspec's shows all)."""
-        return [("message_id", self.message_id), ("receive_count", self.receive_count)]
+from login_etl.source import Message
 
 
 class Row(msgspec.Struct, frozen=True, gc=False):

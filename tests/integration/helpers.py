@@ -28,7 +28,8 @@ from psycopg import sql
 from login_etl.masking import Masker, decode_key
 from login_etl.pgsink import PostgresSink
 from login_etl.sink import Batch
-from login_etl.transform import Message, open_body, reject, transform
+from login_etl.source import Message
+from login_etl.transform import open_body, reject, transform
 
 # The brief's DDL, exactly: the analysts' table as it may already exist.
 USER_LOGINS_DDL = """

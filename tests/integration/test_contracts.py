@@ -21,9 +21,9 @@ from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.pgsink import PostgresSink
 from login_etl.postgres import init_schema
 from login_etl.sink import Batch, MemorySink, Sink
-from login_etl.source import MemorySource, Source
+from login_etl.source import MemorySource, Message, Source
 from login_etl.sqs import SqsSource
-from login_etl.transform import Message, Rejection, Row, open_body, reject, transform
+from login_etl.transform import Rejection, Row, open_body, reject, transform
 
 from .helpers import REFUSE_POISON, USER_LOGINS_DDL, event, query
 

@@ -31,9 +31,10 @@ from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.pgsink import PostgresSink
 from login_etl.service import build_pipeline, lake_writer
 from login_etl.sink import Batch
+from login_etl.source import Message
 from login_etl.sqlfiles import query as named_query
 from login_etl.sqs import SqsSource
-from login_etl.transform import Message, transform
+from login_etl.transform import transform
 
 from .helpers import LAKE_DAY as DAY
 from .helpers import (

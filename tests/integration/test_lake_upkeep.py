@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from login_etl import service
 from login_etl.config import Settings
 from login_etl.errors import LakeUnavailable, LoginEtlError
 from login_etl.lake import rewrite, upkeep, writer
@@ -245,6 +246,31 @@ def test_rekey_rewrites_only_files_with_old_masks_a_batch_at_a_time(lake_env, mo
     flush(lake_env)
     ids = [r["message_id"] for r in lake_records(lake_env)]
     assert len(ids) == len(set(ids)) == end + 1
+
+
+@pytest.mark.parametrize("warehouse", ["file"], indirect=True)
+def test_one_library_call_rekeys_the_table_the_bodies_and_the_lake(lake_env, monkeypatch) -> None:
+    old_key, new_key = lake_env.key, generate_key()
+    nxt = load_passes(lake_env, 1, per_file=50)  # in the lake under the old key
+    bodies = [json.dumps(event(i)) for i in range(nxt, nxt + 7)] + ["not json"]
+    load_directly(lake_env, bodies, DAY, nxt)  # 7 in the outbox, 1 sealed rejected body
+    url = lake_env.database_url
+    assert scalar(url, "SELECT count(*) FROM login_etl_lake_outbox") == 7  # not appended yet
+    monkeypatch.setenv("LOGIN_ETL_MASKING_KEY", new_key)
+    monkeypatch.setenv("LOGIN_ETL_MASKING_OLD_KEYS", old_key)
+
+    result = service.rekey_masks(Settings.load())
+
+    new_only = Masker(decode_key(new_key))
+    assert (result.rows, result.bodies) == (57, 1)
+    assert (result.lake_records, result.lake_outbox) == (50, 7)
+    assert (result.lake_partitions, result.unreadable) == (1, 0)
+    assert masks_under(lake_records(lake_env), new_only)
+    for table in ("user_logins", "login_etl_lake_outbox"):
+        masks = query(url, f"SELECT masked_ip, masked_device_id FROM {table}")
+        assert masks and all(new_only.is_current(m) for row in masks for m in row)
+    sealed = scalar(url, "SELECT sealed_body FROM user_logins_rejected")
+    assert sealed.startswith(f"{new_only.key_id}.")
 
 
 CHILD = textwrap.dedent(

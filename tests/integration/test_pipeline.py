@@ -17,8 +17,9 @@ from login_etl.metrics import Stats
 from login_etl.pgsink import PostgresSink
 from login_etl.service import build_pipeline, init_db
 from login_etl.sink import Batch
+from login_etl.source import Message
 from login_etl.sqs import SqsSource
-from login_etl.transform import Message, reject, transform
+from login_etl.transform import reject, transform
 
 from .helpers import USER_LOGINS_DDL as DDL
 from .helpers import (

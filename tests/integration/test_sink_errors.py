@@ -19,7 +19,8 @@ from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.pgsink import PostgresSink
 from login_etl.postgres import connect, init_schema, session
 from login_etl.sink import Batch
-from login_etl.transform import Message, Rejection, Row, reject, transform
+from login_etl.source import Message
+from login_etl.transform import Rejection, Row, reject, transform
 
 from .helpers import REFUSE_POISON, USER_LOGINS_DDL, cli, event, query, scalar
 

@@ -34,7 +34,8 @@ def _peak_bytes() -> int:
 def main(path: str) -> None:
     """Print the cost report for the bodies in `path`."""
     from login_etl.masking import Masker
-    from login_etl.transform import Message, Rejection, Row, transform
+    from login_etl.source import Message
+    from login_etl.transform import Rejection, Row, transform
 
     masker = Masker(bytes(range(64)))
     sent = datetime(2024, 5, 1, tzinfo=UTC)

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from login_etl import events
 from login_etl.events import STORED, parse_event, parse_event_exact
 from login_etl.masking import Masker
-from login_etl.transform import Message, Rejection, Row, open_body, transform
+from login_etl.source import Message
+from login_etl.transform import Rejection, Row, open_body, transform
 from tests.unit import hostile
 from tests.unit.helpers import KEY_A, REASON, RECORD
 

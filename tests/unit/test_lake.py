@@ -19,7 +19,8 @@ from login_etl.lake.backfill import choose_dates, refuse_losses
 from login_etl.lake.rewrite import BIG_ENOUGH, bins
 from login_etl.lake.table import Mark, sqlalchemy_url
 from login_etl.masking import Masker
-from login_etl.transform import Message, Row, transform
+from login_etl.source import Message
+from login_etl.transform import Row, transform
 from tests.unit.helpers import KEY_A
 
 BASE = {

@@ -20,7 +20,8 @@ from login_etl.errors import ConfigError
 from login_etl.lake import record
 from login_etl.lake.record import DROP_REASONS, EMPTY, TOO_LARGE, extra_fields, keep
 from login_etl.masking import Masker
-from login_etl.transform import Message, Row, transform
+from login_etl.source import Message
+from login_etl.transform import Row, transform
 from tests.unit.helpers import KEY_A
 
 IP, DEVICE = "203.0.113.7", "dev-abc-123"

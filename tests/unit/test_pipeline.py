@@ -18,8 +18,8 @@ from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.pipeline import Options, Pipeline
 from login_etl.sink import Batch, MemorySink, WriteResult
-from login_etl.source import MemorySource
-from login_etl.transform import Message, Rejection, Row, open_body, reject, transform
+from login_etl.source import MemorySource, Message
+from login_etl.transform import Rejection, Row, open_body, reject, transform
 from tests.unit.helpers import KEY_A, record_body
 
 SENT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

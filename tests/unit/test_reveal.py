@@ -153,7 +153,14 @@ def test_a_null_ip_stays_null(masker: Masker) -> None:
 )
 def test_generated_bodies_mask_every_ip_and_device_id(doc: object) -> None:
     masker = Masker(KEY_A)
-    shown = json.loads(masked_body(json.dumps(doc), masker))
+    text = masked_body(json.dumps(doc), masker)
+    if text.endswith("PII in pieces: hidden; --reveal-pii shows them]"):
+        # Hidden whole (a value found only across pieces, such as a one-letter device
+        # id inside the name "device_id"): the marker holds the body's length, nothing else.
+        hidden = "PII in pieces: hidden; --reveal-pii shows them"
+        assert text == f"[{len(json.dumps(doc))} characters, {hidden}]"
+        return
+    shown = json.loads(text)
 
     def is_pii(name: str) -> bool:  # a word of the flattened name says ip, or device and id
         spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)

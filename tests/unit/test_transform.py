@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from rich.pretty import pretty_repr
 
 from login_etl.masking import MASK_MAX_CHARS, Masker
-from login_etl.transform import Message, Rejection, Row, open_body, reject, seal_body, transform
+from login_etl.source import Message
+from login_etl.transform import Rejection, Row, open_body, reject, seal_body, transform
 from tests.unit.helpers import CONTROL, KEY_A, REASON, RECORD, record_body
 
 SENT = datetime(2024, 5, 1, 23, 59, tzinfo=UTC)

@@ -227,18 +227,13 @@ def rekey(**flags: Any) -> None:
     settings = load(flags, "database_url", "masking_key", "masking_old_keys", "lake_warehouse")
     result = service.rekey_masks(settings)
     click.echo(f"rewrote {result.rows} rows and {result.bodies} rejected bodies")
-    unreadable = result.unreadable
     if settings.lake_warehouse:
-        from login_etl.lake.upkeep import rekey as rekey_lake
-
-        lake = rekey_lake(settings, settings.masker())
         click.echo(
-            f"lake: rewrote {lake.rows} records in {lake.partitions} partitions "
-            f"and {lake.outbox} outbox rows"
+            f"lake: rewrote {result.lake_records} records in {result.lake_partitions} partitions "
+            f"and {result.lake_outbox} outbox rows"
         )
-        unreadable += lake.unreadable
-    if unreadable:
-        raise Failure(f"{unreadable} values were made by no known key and were left as is")
+    if result.unreadable:
+        raise Failure(f"{result.unreadable} values were made by no known key and were left as is")
 
 
 @cli.command("grant")

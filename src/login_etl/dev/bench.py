@@ -45,8 +45,8 @@ from login_etl.dev.seed import synthetic
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.service import build_pipeline
 from login_etl.sink import Batch, MemorySink
-from login_etl.source import MemorySource
-from login_etl.transform import Message, Row, reject, transform
+from login_etl.source import MemorySource, Message
+from login_etl.transform import Row, reject, transform
 
 SENT = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -39,7 +39,8 @@ from login_etl.dev.local import LocalServices
 from login_etl.dev.seed import synthetic
 from login_etl.masking import Masker
 from login_etl.sink import Batch
-from login_etl.transform import Message, Rejection, Row, reject, transform
+from login_etl.source import Message
+from login_etl.transform import Rejection, Row, reject, transform
 
 SENT = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -4,7 +4,8 @@ This package's top level imports nothing heavy: the worker imports pyiceberg
 (the ``login-etl[lake]`` extra) only when ``LOGIN_ETL_LAKE_WAREHOUSE`` is set.
 
 * `record`   — the lake record's extra fields (pure);
-* `table`    — catalog, table and schema, and pyiceberg's errors translated;
+* `iceberg`  — the one module that calls pyiceberg: the surface the lake relies on;
+* `table`    — catalog, table and schema, our outbox mark in the snapshot summary;
 * `writer`   — the outbox → Iceberg writer (`flush`) and its thread;
 * `backfill` — rebuild `user_logins` rows from the lake;
 * `rewrite`  — data files rewritten a bounded piece at a time, and compaction's bins;

@@ -24,16 +24,18 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from login_etl.errors import ConfigError
-from login_etl.lake.table import Lake, mark_of, on_days, partitions, translated
+from login_etl.lake import iceberg
+from login_etl.lake.iceberg import translated
+from login_etl.lake.table import Lake, mark_of, on_days, partitions
 from login_etl.lake.writer import writer_lock
 from login_etl.postgres import connect
 from login_etl.sqlfiles import query
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyiceberg.table import Table
 
     from login_etl.config import Settings
+    from login_etl.lake.iceberg import Table
 
 _USER_LOGINS = (
     "user_id",
@@ -107,10 +109,7 @@ def refuse_losses(before: dict[date, int], after: dict[date, int], *, force: boo
 
 
 def _lake_batches(table: Table, dates: list[date]) -> Iterator[pa.RecordBatch]:
-    if table.current_snapshot() is None:
-        return iter(())
-    scan = table.scan(row_filter=on_days(dates), selected_fields=_USER_LOGINS)
-    return iter(scan.to_arrow_batch_reader())
+    return iceberg.scan_batches(table, on_days(dates), _USER_LOGINS)
 
 
 def _copy(cur: psycopg.Cursor[Any], batches: Iterator[pa.RecordBatch]) -> int:

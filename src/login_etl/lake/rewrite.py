@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from login_etl.errors import LoginEtlError
-from login_etl.lake.table import MARK_KEY, mark_of, translated
+from login_etl.lake import iceberg
+from login_etl.lake.table import MARK_KEY, mark_of
 from login_etl.lake.table import day as day_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyiceberg.manifest import DataFile
-    from pyiceberg.table import Table
+
+    from login_etl.lake.iceberg import DataFile, Table
 
 log = logging.getLogger(__name__)
 
@@ -94,20 +94,13 @@ def rewritable(table: Table, row_filter: Any = None) -> dict[date, list[DataFile
     makes them) or of an older partition spec is left alone: rewriting it as
     it is stored would bring back rows deleted, or put it in the wrong place.
     """
-    from pyiceberg.expressions import AlwaysTrue
-
     found: dict[date, list[DataFile]] = {}
-    if table.current_snapshot() is None:
-        return found
     skipped = 0
-    scan = table.scan(row_filter=row_filter or AlwaysTrue(), selected_fields=("create_date",))
-    with translated("plan"):
-        tasks = list(scan.plan_files())
-    for task in tasks:
-        if task.delete_files or task.file.spec_id != table.metadata.default_spec_id:
+    for entry in iceberg.data_files(table, row_filter):
+        if entry.has_deletes or not entry.current_spec:
             skipped += 1
             continue
-        found.setdefault(day_of(task.file.partition[0]), []).append(task.file)
+        found.setdefault(day_of(entry.partition), []).append(entry.file)
     if skipped:
         log.warning(
             "lake: files with delete files or an older partition spec are not rewritten",
@@ -128,62 +121,6 @@ class Rewritten:
 Change = Callable[["pa.RecordBatch"], "tuple[pa.RecordBatch, int]"]
 
 
-def _batches(table: Table, source: DataFile) -> Iterator[pa.RecordBatch]:
-    import pyarrow.parquet as pq
-
-    with translated("read"), table.io.new_input(source.file_path).open() as stream:
-        reader = pq.ParquetFile(stream, buffer_size=READ_BUFFER_BYTES)
-        meta = reader.metadata
-        groups = [meta.row_group(n) for n in range(meta.num_row_groups)]
-        # The widest row group's records (unpacked, uncompressed) set the batch's rows.
-        widest = max((g.total_byte_size / g.num_rows for g in groups if g.num_rows), default=1.0)
-        rows = max(1, min(READ_BATCH_ROWS, int(READ_BATCH_BYTES / max(widest, 1.0))))
-        yield from reader.iter_batches(batch_size=rows, use_threads=False)
-
-
-def _location(table: Table, day: date) -> str:
-    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
-
-    spec = table.spec()
-    key = PartitionKey([PartitionFieldValue(spec.fields[0], day)], spec, table.schema())
-    name = f"00000-0-{uuid.uuid4()}.parquet"
-    return table.location_provider().new_data_location(name, partition_key=key)
-
-
-def _write(
-    table: Table, path: str, sources: Sequence[DataFile], change: Change | None
-) -> tuple[int, int, Any]:
-    """Stream `sources` into a new Parquet file at `path`: (records, changed, statistics)."""
-    import pyarrow as pa
-    from pyiceberg.io.fileformat import FileFormatFactory
-    from pyiceberg.io.pyarrow import schema_to_pyarrow
-    from pyiceberg.manifest import FileFormat
-
-    schema = table.schema()
-    # The table's Arrow schema with Iceberg's field ids, as pyiceberg writes
-    # it; the cast checks each batch against it (names, order and types).
-    arrow_schema = schema_to_pyarrow(schema, include_field_ids=True)
-    model = FileFormatFactory.get(FileFormat.PARQUET)
-    records = changed = size = 0
-    buffered: list[pa.RecordBatch] = []
-    with model.create_writer(table.io.new_output(path), schema, table.metadata.properties) as out:
-        for source in sources:
-            for batch in _batches(table, source):
-                if change is not None:
-                    batch, altered = change(batch)
-                    changed += altered
-                batch = batch.cast(arrow_schema)
-                buffered.append(batch)
-                size += batch.nbytes
-                records += batch.num_rows
-                if size >= ROW_GROUP_BYTES:
-                    out.write(pa.Table.from_batches(buffered, arrow_schema))
-                    buffered, size = [], 0
-        if buffered or not records:
-            out.write(pa.Table.from_batches(buffered, arrow_schema))
-    return records, changed, out.result()
-
-
 def rewrite(
     table: Table, day: date, sources: Sequence[DataFile], change: Change | None = None
 ) -> Rewritten:
@@ -193,48 +130,47 @@ def rewrite(
     it must keep the batch's rows and columns. The file is not committed:
     `replace` does that.
     """
-    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-
     partition = sources[0].partition
     if any(s.partition != partition for s in sources):
         raise LoginEtlError(f"lake: the files to rewrite are not all of partition {day}")
-    path = _location(table, day)
+    changed = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal changed
+        for source in sources:
+            for batch in iceberg.file_batches(
+                table,
+                source,
+                batch_bytes=READ_BATCH_BYTES,
+                max_rows=READ_BATCH_ROWS,
+                buffer_bytes=READ_BUFFER_BYTES,
+            ):
+                if change is not None:
+                    batch, altered = change(batch)
+                    changed += altered
+                yield batch
+
+    path = iceberg.new_data_path(table, day)
     try:
-        with translated("write"):
-            records, changed, statistics = _write(table, path, sources, change)
-            expected = sum(s.record_count for s in sources)
-            if records != expected:
-                raise LoginEtlError(f"lake: read {records} records of {day}, not {expected}")
-            size = len(table.io.new_input(path))
+        data_file = iceberg.write_data_file(
+            table, path, partition, batches(), row_group_bytes=ROW_GROUP_BYTES
+        )
+        expected = sum(s.record_count for s in sources)
+        if data_file.record_count != expected:
+            raise LoginEtlError(
+                f"lake: read {data_file.record_count} records of {day}, not {expected}"
+            )
     except BaseException:
         with contextlib.suppress(Exception):  # else `lake maintain` removes it as an orphan
-            table.io.delete(path)
+            iceberg.delete_file(table, path)
         raise
-    data_file = DataFile.from_args(
-        content=DataFileContent.DATA,
-        file_path=path,
-        file_format=FileFormat.PARQUET,
-        partition=partition,
-        file_size_in_bytes=size,
-        sort_order_id=None,
-        spec_id=table.metadata.default_spec_id,
-        equality_ids=None,
-        key_metadata=None,
-        **statistics.to_serialized_dict(),
-    )
-    # from_args drops it, and a later rewrite that replaces this file needs it.
-    data_file.spec_id = table.metadata.default_spec_id
-    return Rewritten(data_file, records, changed)
+    return Rewritten(data_file, data_file.record_count, changed)
 
 
 def discard(table: Table, files: Iterable[DataFile]) -> None:
     """Delete files written but never committed (no snapshot references them)."""
     for f in files:
-        with translated("delete"):
-            try:
-                table.io.delete(f.file_path)
-            except FileNotFoundError:
-                pass
+        iceberg.delete_file(table, f.file_path)
 
 
 def replace(table: Table, old: Sequence[DataFile], new: Sequence[DataFile], operation: str) -> None:
@@ -244,13 +180,5 @@ def replace(table: Table, old: Sequence[DataFile], new: Sequence[DataFile], oper
     meanwhile, or a file of `old` is gone, nothing changes and the error is
     retryable (the next run plans again).
     """
-    props: dict[str, Any] = {
-        MARK_KEY: str(mark_of(table)),
-        "login-etl.operation": operation,
-    }
-    with translated(operation), table.transaction() as tx:
-        with tx.update_snapshot(snapshot_properties=props).overwrite() as files:
-            for f in old:
-                files.delete_data_file(f)
-            for f in new:
-                files.append_data_file(f)
+    props = {MARK_KEY: str(mark_of(table)), "login-etl.operation": operation}
+    iceberg.overwrite_files(table, old, new, props, operation)

@@ -1,55 +1,37 @@
-"""The lake's catalog, table and schema; pyiceberg's and the warehouse's errors translated.
+"""The lake's catalog, table and schema, through the pyiceberg adapter (`lake.iceberg`).
 
 The catalog is pyiceberg's SQL catalog, named ``login_etl``, in the service's
 own PostgreSQL database (its two tables are created by ``init-db``, in the
 layout of Iceberg's JDBC catalog, so Spark and Trino attach to it too). The
 table ``login_etl.login_events`` is partitioned by ``create_date``.
 
-Every call into pyiceberg, pyarrow or the catalog runs inside `translated`,
-which turns their errors into ours: a warehouse or catalog that does not
-answer, or a commit that lost a race, is `LakeUnavailable` (retryable); a
-missing bucket, refused credentials or missing catalog tables are
-`ConfigError`.
+Every call into pyiceberg, pyarrow or the catalog goes through
+`login_etl.lake.iceberg` and runs inside its `translated`, which turns their
+errors into ours.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from login_etl import redact
-from login_etl.errors import ConfigError, LakeUnavailable, LoginEtlError
-from login_etl.lake import CATALOG, IDENTIFIER, NAMESPACE
-
-try:
-    import pyarrow as pa
-    import sqlalchemy.exc
-    from pyiceberg.catalog.sql import SqlCatalog
-    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
-    from pyiceberg.expressions import BooleanExpression, In, NotStartsWith, Or
-    from pyiceberg.partitioning import PartitionField, PartitionSpec
-    from pyiceberg.schema import Schema
-    from pyiceberg.transforms import IdentityTransform
-    from pyiceberg.types import (
-        DateType,
-        IntegerType,
-        NestedField,
-        StringType,
-        TimestamptzType,
-    )
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ConfigError(
-        "LOGIN_ETL_LAKE_WAREHOUSE is set but the lake's libraries are missing: "
-        "pip install '.[lake]' from a checkout (the image has them)"
-    ) from exc
+from login_etl.errors import ConfigError
+from login_etl.lake import CATALOG, IDENTIFIER, iceberg
+from login_etl.lake.iceberg import (
+    BooleanExpression,
+    DateType,
+    IntegerType,
+    NestedField,
+    Schema,
+    StringType,
+    Table,
+    TimestamptzType,
+)
 
 if TYPE_CHECKING:
-    from pyiceberg.table import Table
+    import pyarrow as pa
 
     from login_etl.config import Settings
 
@@ -67,10 +49,8 @@ SCHEMA = Schema(
     NestedField(11, "extra", StringType(), required=True),
 )
 COLUMNS = tuple(f.name for f in SCHEMA.fields)
-ARROW_SCHEMA = SCHEMA.as_arrow()
-SPEC = PartitionSpec(
-    PartitionField(source_id=3, field_id=1000, transform=IdentityTransform(), name="create_date")
-)
+ARROW_SCHEMA = iceberg.arrow_schema(SCHEMA)
+SPEC = iceberg.identity_spec(SCHEMA, "create_date")
 PROPERTIES = {
     "format-version": "2",
     # On a conflict the writer re-reads the outbox mark and starts over; a
@@ -85,12 +65,6 @@ PROPERTIES = {
 # The snapshot summary key holding the outbox high-water mark a snapshot includes.
 MARK_KEY = "login-etl.outbox-mark"
 _EPOCH = date(1970, 1, 1)
-# Words in a warehouse error that no retry can fix.
-_CONFIG_WORDS = re.compile(
-    r"NoSuchBucket|AccessDenied|Access Denied|InvalidAccessKeyId|SignatureDoesNotMatch|"
-    r"InvalidBucketName|Forbidden|HTTP status 403|Permission denied",
-    re.I,
-)
 
 
 @dataclass(frozen=True, order=True)
@@ -112,44 +86,6 @@ class Mark:
     def params(self) -> dict[str, Any]:
         """Query parameters ``xid`` and ``id``."""
         return {"xid": str(self.xid), "id": self.id}
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return redact.scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
-
-
-@contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Turn pyiceberg, pyarrow, SQLAlchemy and psycopg errors met while doing `what` into ours."""
-    import psycopg
-
-    from login_etl.postgres import translate
-
-    try:
-        yield
-    except LoginEtlError:
-        raise
-    except CommitFailedException as exc:
-        raise LakeUnavailable(f"lake {what}: another commit came first") from exc
-    except ValidationException as exc:  # a file a rewrite replaces went meanwhile
-        raise LakeUnavailable(f"lake {what}: the table changed meanwhile") from exc
-    except NoSuchTableError as exc:
-        raise LakeUnavailable(f"lake {what}: the table {IDENTIFIER} is gone") from exc
-    except sqlalchemy.exc.ProgrammingError as exc:
-        raise ConfigError(
-            "the lake catalog's tables are missing: run `login-etl init-db` first"
-        ) from exc
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise LakeUnavailable(f"lake catalog {what} failed: {_describe(exc)}") from exc
-    except psycopg.Error as exc:
-        raise translate(exc) from exc
-    except PermissionError as exc:
-        raise ConfigError(f"lake warehouse: permission denied ({what})") from exc
-    except OSError as exc:
-        if _CONFIG_WORDS.search(str(exc)):
-            raise ConfigError(f"lake warehouse refused {what}: {_describe(exc)}") from exc
-        raise LakeUnavailable(f"lake warehouse {what} failed: {_describe(exc)}") from exc
 
 
 def sqlalchemy_url(libpq_url: str) -> str:
@@ -212,8 +148,7 @@ class Lake:
 
     def __init__(self, database_url: str, warehouse: str) -> None:
         self.warehouse = warehouse
-        with translated("catalog"):
-            self.catalog = SqlCatalog(CATALOG, **catalog_properties(database_url, warehouse))
+        self.catalog = iceberg.open_catalog(CATALOG, catalog_properties(database_url, warehouse))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
@@ -227,18 +162,11 @@ class Lake:
 
     def table(self) -> Table:
         """The table as committed now (created, with its namespace, on first use)."""
-        with translated("table"):
-            try:
-                return self.catalog.load_table(IDENTIFIER)
-            except NoSuchTableError:
-                self.catalog.create_namespace_if_not_exists(NAMESPACE)
-                return self.catalog.create_table_if_not_exists(
-                    IDENTIFIER, SCHEMA, partition_spec=SPEC, properties=PROPERTIES
-                )
+        return iceberg.load_or_create(self.catalog, IDENTIFIER, SCHEMA, SPEC, PROPERTIES)
 
     def close(self) -> None:
         """Release the catalog's database connections."""
-        self.catalog.engine.dispose()
+        iceberg.close_catalog(self.catalog)
 
 
 def mark_of(table: Table) -> Mark:
@@ -247,14 +175,8 @@ def mark_of(table: Table) -> Mark:
     Our commits all carry it; a commit by another engine (a compaction in
     Spark, say) does not, so the walk goes back through the ancestors.
     """
-    snapshot = table.current_snapshot()
-    while snapshot is not None:
-        value = snapshot.summary[MARK_KEY] if snapshot.summary is not None else None
-        if value:
-            return Mark.parse(value)
-        parent = snapshot.parent_snapshot_id
-        snapshot = table.snapshot_by_id(parent) if parent is not None else None
-    return Mark()
+    value = iceberg.property_lineage(table, MARK_KEY)[1]
+    return Mark.parse(value) if value else Mark()
 
 
 def day(value: Any) -> date:
@@ -265,31 +187,21 @@ def day(value: Any) -> date:
 def partitions(table: Table) -> dict[date, list[Any]]:
     """The current data files by create_date, read from the manifests alone."""
     found: dict[date, list[Any]] = {}
-    if table.current_snapshot() is None:
-        return found
-    for task in table.scan(selected_fields=("create_date",)).plan_files():
-        found.setdefault(day(task.file.partition[0]), []).append(task.file)
+    for entry in iceberg.data_files(table):
+        found.setdefault(day(entry.partition), []).append(entry.file)
     return found
 
 
-# pyiceberg's expressions take (term, literal) at run time; its types say otherwise.
 def on_days(days: list[date]) -> BooleanExpression:
     """Filter: records of any of these create_dates."""
-    return In("create_date", {d.isoformat() for d in days})  # type: ignore[call-arg, arg-type]
+    return iceberg.is_in("create_date", (d.isoformat() for d in days))
 
 
 def stale_masks(key_id: str) -> BooleanExpression:
     """Filter: records with a mask not made by the key `key_id`."""
-    prefix = f"{key_id}."
-    return Or(
-        NotStartsWith("masked_ip", prefix),  # type: ignore[call-arg, arg-type]
-        NotStartsWith("masked_device_id", prefix),  # type: ignore[call-arg, arg-type]
-    )
+    return iceberg.any_lacks_prefix(("masked_ip", "masked_device_id"), f"{key_id}.")
 
 
 def to_arrow(columns: list[list[Any]]) -> pa.Table:
     """An Arrow table in the lake's schema from one list per column (COLUMNS order)."""
-    return pa.Table.from_arrays(
-        [pa.array(col, type=field.type) for col, field in zip(columns, ARROW_SCHEMA, strict=True)],
-        schema=ARROW_SCHEMA,
-    )
+    return iceberg.arrow_table(columns, ARROW_SCHEMA)

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from login_etl.errors import MaskingError
-from login_etl.lake import TARGET_FILE_MB
+from login_etl.lake import TARGET_FILE_MB, iceberg
+from login_etl.lake.iceberg import translated
 from login_etl.lake.rewrite import (
     Change,
     Rewritten,
@@ -45,7 +46,7 @@ from login_etl.lake.rewrite import (
     rewritable,
     rewrite,
 )
-from login_etl.lake.table import MARK_KEY, Lake, partitions, stale_masks, translated
+from login_etl.lake.table import MARK_KEY, Lake, partitions, stale_masks
 from login_etl.lake.writer import still_locked, writer_lock
 from login_etl.masking import Masker
 from login_etl.postgres import connect
@@ -53,11 +54,9 @@ from login_etl.rekey import remask, remask_pages
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyiceberg.io import FileIO
-    from pyiceberg.manifest import DataFile
-    from pyiceberg.table import Table
 
     from login_etl.config import Settings
+    from login_etl.lake.iceberg import DataFile, Table
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,6 @@ def _rekey_outbox(conn: psycopg.Connection[Any], masker: Masker, result: LakeRek
 
 def _remask(masker: Masker, result: LakeRekeyResult) -> Change:
     """A batch change: both mask columns under the primary key, and how many records changed."""
-    import pyarrow as pa
 
     def change(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
         changed = [False] * batch.num_rows
@@ -125,9 +123,7 @@ def _remask(masker: Masker, result: LakeRekeyResult) -> Change:
                     new = mask  # made by no known key: left as is, and counted
                 changed[n] = changed[n] or new != mask
                 out.append(new)
-            index = batch.schema.get_field_index(name)
-            spec = batch.schema.field(index)
-            batch = batch.set_column(index, spec, pa.array(out, type=spec.type))
+            batch = iceberg.with_column(batch, name, out)
         return batch, sum(changed)
 
     return change
@@ -177,27 +173,6 @@ def rekey(settings: Settings, masker: Masker) -> LakeRekeyResult:
 # -- maintenance ------------------------------------------------------------------
 
 
-def _manifest_files(io: FileIO, snapshot: Any, cache: dict[str, list[str]]) -> set[str]:
-    """Every file a snapshot references: its manifest list, manifests and data files."""
-    files = {snapshot.manifest_list}
-    for manifest in snapshot.manifests(io):
-        files.add(manifest.manifest_path)
-        if manifest.manifest_path not in cache:
-            entries = manifest.fetch_manifest_entry(io, discard_deleted=True)
-            cache[manifest.manifest_path] = [e.data_file.file_path for e in entries]
-        files.update(cache[manifest.manifest_path])
-    return files
-
-
-def _referenced(table: Table, cache: dict[str, list[str]]) -> set[str]:
-    files: set[str] = set()
-    for snapshot in table.metadata.snapshots:
-        files |= _manifest_files(table.io, snapshot, cache)
-    files.add(table.metadata_location)
-    files.update(entry.metadata_file for entry in table.metadata.metadata_log)
-    return files
-
-
 def _compact(table: Table, target: int, result: MaintainResult) -> None:
     """Merge each partition's small files in bins of at most `target` bytes (see `bins`).
 
@@ -234,69 +209,36 @@ def _expire(
 
     Returns (snapshots expired, files deleted).
     """
-    newest = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)[-retain_last:]
-    keep = {s.snapshot_id for s in newest}
-    current = table.current_snapshot()
-    if current is not None:
-        keep.add(current.snapshot_id)
-    # `mark_of` walks back from the current snapshot to the newest that holds
-    # the outbox mark (another engine's commits carry none): that chain stays,
-    # or the mark is lost and rows a crashed pass left in the outbox go twice.
-    snapshot = current
-    while snapshot is not None and not (snapshot.summary and snapshot.summary[MARK_KEY]):
-        keep.add(snapshot.snapshot_id)
-        parent = snapshot.parent_snapshot_id
-        snapshot = table.snapshot_by_id(parent) if parent is not None else None
-    if snapshot is not None:
-        keep.add(snapshot.snapshot_id)
+    times = iceberg.snapshot_times(table)
+    keep = set(sorted(times, key=times.__getitem__)[-retain_last:])
+    # `mark_of` walks back from the current snapshot (kept) to the newest
+    # that holds the outbox mark (another engine's commits carry none): that
+    # chain stays, or the mark is lost and rows a crashed pass left in the
+    # outbox go twice.
+    keep.update(iceberg.property_lineage(table, MARK_KEY)[0])
     # A branch's or tag's head (another engine's tag for time travel, say) is
     # protected: pyiceberg refuses to expire it, and its files must stay.
-    keep.update(ref.snapshot_id for ref in table.metadata.refs.values())
+    keep.update(iceberg.ref_heads(table))
     limit = cutoff.timestamp() * 1000
-    old = [
-        s.snapshot_id
-        for s in table.metadata.snapshots
-        if s.timestamp_ms < limit and s.snapshot_id not in keep
-    ]
+    old = [i for i, ms in times.items() if ms < limit and i not in keep]
     if not old:
         return 0, 0
-    before = _referenced(table, cache)
-    with translated("expire"):
-        table.maintenance.expire_snapshots().by_ids(old).commit()
-        table.refresh()
-    gone = before - _referenced(table, cache)
+    before = iceberg.referenced_files(table, cache)
+    iceberg.expire_snapshots(table, old)
+    gone = before - iceberg.referenced_files(table, cache)
     for path in gone:
-        _delete(table.io, path)
+        iceberg.delete_file(table, path)
     return len(old), len(gone)
-
-
-def _delete(io: FileIO, path: str) -> None:
-    with translated("delete"):
-        try:
-            io.delete(path)
-        except FileNotFoundError:
-            pass
 
 
 def _orphans(table: Table, cutoff: datetime, cache: dict[str, list[str]]) -> int:
     """Delete files under the table's location that nothing references, older than `cutoff`."""
-    from pyarrow.fs import FileSelector, FileType
-
-    io: Any = table.io
-    scheme, netloc, root = io.parse_location(table.location())
-    fs = io.fs_by_scheme(scheme, netloc)
-    referenced = {io.parse_location(p)[2] for p in _referenced(table, cache)}
     deleted = 0
-    with translated("list"):
-        infos = fs.get_file_info(FileSelector(root, recursive=True, allow_not_found=True))
-    for info in infos:
-        if info.type != FileType.File or info.path in referenced:
-            continue
-        mtime = info.mtime
+    for stored in iceberg.unreferenced_files(table, iceberg.referenced_files(table, cache)):
+        mtime = stored.mtime
         if mtime is not None and mtime.replace(tzinfo=mtime.tzinfo or UTC) >= cutoff:
             continue
-        with translated("delete"):
-            fs.delete_file(info.path)
+        iceberg.delete_stored(table, stored)
         deleted += 1
     return deleted
 

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from login_etl.errors import LakeUnavailable, LoginEtlError, RetryableError, RetryTimeExceeded
-from login_etl.lake.table import MARK_KEY, Lake, Mark, mark_of, to_arrow, translated
+from login_etl.lake import iceberg
+from login_etl.lake.iceberg import translated
+from login_etl.lake.table import MARK_KEY, Lake, Mark, mark_of, to_arrow
 from login_etl.postgres import connect
 from login_etl.retry import Retrier
 from login_etl.sqlfiles import query
@@ -154,10 +156,7 @@ def flush(
                 break
             new = Mark(int(rows[-1][0]), int(rows[-1][1]))
             data = to_arrow([list(col) for col in list(zip(*rows, strict=True))[2:]])
-            with translated("append"):
-                table.append(
-                    data, snapshot_properties={MARK_KEY: str(new), "login-etl.rows": str(len(rows))}
-                )
+            iceberg.append(table, data, {MARK_KEY: str(new), "login-etl.rows": str(len(rows))})
             forget(conn, new)
             mark = new
             result.appended += len(rows)
