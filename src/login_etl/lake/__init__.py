@@ -3,7 +3,6 @@
 This package's top level imports nothing heavy: the worker imports pyiceberg
 (the ``login-etl[lake]`` extra) only when ``LOGIN_ETL_LAKE_WAREHOUSE`` is set.
 
-* `record`   — the lake record's extra fields (pure);
 * `table`    — catalog, table and schema, and pyiceberg's errors translated;
 * `writer`   — the outbox → Iceberg writer (`flush`) and its thread;
 * `backfill` — rebuild `user_logins` rows from the lake;

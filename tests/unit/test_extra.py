@@ -18,7 +18,7 @@ from login_etl import scan
 from login_etl.cli import cli
 from login_etl.config import Settings
 from login_etl.errors import ConfigError
-from login_etl.lake.record import DROP_REASONS, EMPTY, TOO_LARGE, extra_fields, keep
+from login_etl.extra import DROP_REASONS, EMPTY, TOO_LARGE, extra_fields, keep
 from login_etl.masking import Masker
 from login_etl.transform import Message, Row, transform
 from tests.unit.helpers import KEY_A
