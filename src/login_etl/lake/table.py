@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from login_etl import redact
+from login_etl import record, redact
 from login_etl.errors import ConfigError, LakeUnavailable, LoginEtlError
 from login_etl.lake import CATALOG, IDENTIFIER, NAMESPACE
 
@@ -33,15 +33,7 @@ try:
     from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
     from pyiceberg.expressions import BooleanExpression, In, NotStartsWith, Or
     from pyiceberg.partitioning import PartitionField, PartitionSpec
-    from pyiceberg.schema import Schema
     from pyiceberg.transforms import IdentityTransform
-    from pyiceberg.types import (
-        DateType,
-        IntegerType,
-        NestedField,
-        StringType,
-        TimestamptzType,
-    )
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ConfigError(
         "LOGIN_ETL_LAKE_WAREHOUSE is set but the lake's libraries are missing: "
@@ -53,23 +45,16 @@ if TYPE_CHECKING:
 
     from login_etl.config import Settings
 
-SCHEMA = Schema(
-    NestedField(1, "message_id", StringType(), required=True),
-    NestedField(2, "sent_at", TimestamptzType(), required=True),
-    NestedField(3, "create_date", DateType(), required=True),
-    NestedField(4, "user_id", StringType(), required=True),
-    NestedField(5, "device_type", StringType(), required=True),
-    NestedField(6, "masked_ip", StringType(), required=True),
-    NestedField(7, "masked_device_id", StringType(), required=True),
-    NestedField(8, "locale", StringType(), required=False),
-    NestedField(9, "app_version", IntegerType(), required=True),
-    NestedField(10, "app_version_raw", StringType(), required=True),
-    NestedField(11, "extra", StringType(), required=True),
-)
+SCHEMA = record.iceberg_schema()
 COLUMNS = tuple(f.name for f in SCHEMA.fields)
 ARROW_SCHEMA = SCHEMA.as_arrow()
 SPEC = PartitionSpec(
-    PartitionField(source_id=3, field_id=1000, transform=IdentityTransform(), name="create_date")
+    PartitionField(
+        source_id=record.column("create_date").lake_id,
+        field_id=1000,
+        transform=IdentityTransform(),
+        name="create_date",
+    )
 )
 PROPERTIES = {
     "format-version": "2",
