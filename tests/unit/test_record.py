@@ -127,6 +127,9 @@ def test_statements_name_the_declared_columns() -> None:
     plain, on = Staging.of(lake=False), Staging.of(lake=True)
     assert column_list(plain.copy, "COPY login_etl_staging") == ["message_id", *table, "sent_at"]
     assert column_list(on.copy, "COPY login_etl_staging") == list(record.names(COLUMNS))
+    defs = re.search(r"login_etl_staging \((.*)\) ON COMMIT", on.create)
+    assert defs is not None
+    assert defs.group(1) == ", ".join(f'"{c.name}" {c.sql_type}' for c in COLUMNS)
     for load in (plain.load, on.load):
         assert column_list(load, "INSERT INTO user_logins") == table
         assert re.findall(r'"(\w+)"', load.split("SELECT", 2)[2].split("FROM")[0]) == table
