@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from login_etl.fields import STORED, Invalid, Values, decode_fast, exact_fields, keys_once
+from login_etl.record import COLUMNS, Kept, Source
 
 __all__ = [
     "INT4_MAX",
@@ -52,8 +53,13 @@ __all__ = [
 
 # Bodies above SQS's classic 256 KiB limit are refused unread; events are ~200 bytes.
 MAX_BODY_BYTES = 256 * 1024
-# Lengths from the fixed `user_logins` DDL; values are rejected, never truncated.
-MAX_LENGTHS = {"user_id": 128, "device_type": 32, "locale": 32}
+# Lengths of the event fields user_logins keeps as sent (its fixed DDL, declared in
+# `record`): longer values are rejected, never truncated.
+MAX_LENGTHS = {
+    c.field: c.length
+    for c in COLUMNS
+    if c.kept is Kept.TABLE and c.source is Source.EVENT and c.length is not None
+}
 # Every stored field but locale, which may be absent or null.
 REQUIRED = tuple(name for name in STORED if name != "locale")
 INT4_MAX = 2**31 - 1

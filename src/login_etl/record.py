@@ -70,6 +70,12 @@ class Column:
     nullable: bool = False  # only a nullable column may be NULL in the outbox and lake
 
     @property
+    def length(self) -> int | None:
+        """The most characters PostgreSQL takes (``varchar(n)``), or None for no limit."""
+        base, _, rest = self.sql_type.partition("(")
+        return int(rest.rstrip(")")) if base == "varchar" and rest else None
+
+    @property
     def copy_type(self) -> str:
         """The type name binary COPY writes this column as."""
         base = self.sql_type.partition("(")[0]

@@ -11,7 +11,9 @@ from datetime import UTC, date, datetime
 import msgspec
 
 from login_etl import record
+from login_etl.events import MAX_LENGTHS
 from login_etl.fields import STORED
+from login_etl.masking import MASK_MAX_CHARS
 from login_etl.pgsink import Staging
 from login_etl.record import COLUMNS, Column, Kept, Source
 from login_etl.sqlfiles import query, statement
@@ -90,6 +92,15 @@ def test_lake_schema_keeps_the_field_ids_of_existing_tables() -> None:
         (10, "app_version_raw", "string", True),
         (11, "extra", "string", True),
     ]
+
+
+def test_length_limits_follow_the_declared_varchar_lengths() -> None:
+    assert MAX_LENGTHS == {"user_id": 128, "device_type": 32, "locale": 32}
+    masked = {record.column(name).length for name in ("masked_ip", "masked_device_id")}
+    assert masked == {MASK_MAX_CHARS}
+    assert record.column("app_version").length is None
+    assert replace(WORKER, sql_type="varchar").length is None
+    assert replace(WORKER, sql_type="numeric(10)").length is None  # digits, not characters
 
 
 def test_declaration_is_consistent() -> None:
