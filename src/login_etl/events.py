@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from login_etl.fields import STORED, Invalid, Values, decode_fast, exact_fields, keys_once
+from login_etl.record import COLUMNS, Kept, Source
 
 __all__ = [
     "INT4_MAX",
@@ -52,9 +53,15 @@ __all__ = [
 
 # Bodies above SQS's classic 256 KiB limit are refused unread; events are ~200 bytes.
 MAX_BODY_BYTES = 256 * 1024
-# Lengths from the fixed `user_logins` DDL; values are rejected, never truncated.
-MAX_LENGTHS = {"user_id": 128, "device_type": 32, "locale": 32}
-REQUIRED = STORED[:5]  # all but locale
+# Lengths of the event fields user_logins keeps as sent (its fixed DDL, declared in
+# `record`): longer values are rejected, never truncated.
+MAX_LENGTHS = {
+    c.field: c.length
+    for c in COLUMNS
+    if c.kept is Kept.TABLE and c.source is Source.EVENT and c.length is not None
+}
+# Every stored field but locale, which may be absent or null.
+REQUIRED = tuple(name for name in STORED if name != "locale")
 INT4_MAX = 2**31 - 1
 # The longest text of an IP address: six full hextets and a dotted IPv4 tail.
 MAX_IP_CHARS = 45
@@ -62,6 +69,8 @@ MAX_IP_CHARS = 45
 _MAX_USER_ID = MAX_LENGTHS["user_id"]
 _MAX_DEVICE_TYPE = MAX_LENGTHS["device_type"]
 _MAX_LOCALE = MAX_LENGTHS["locale"]
+# The quotes of the required fields as strings: their keys and values.
+_QUOTES_REQUIRED = 4 * len(REQUIRED)
 # Possessive: a 250 kB "1.1.1…1." fails in one pass instead of stacking 18 MB of backtracking.
 _VERSION = re.compile(r"([0-9]++)(?:\.[0-9]++)*+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
@@ -143,17 +152,18 @@ def _usual_event(values: Values, body: str, sent_at: datetime) -> LoginEvent | N
     msgspec keeps the last of repeated keys, so repeats must be ruled out.
     With no backslash every ``"`` opens or closes a string, and when the
     required fields are strings the decoded keys and values account for
-    exactly `quotes` of them: anything else in the body, a repeated key
-    included, only adds quotes. So an equal count proves the body holds
-    nothing but the stored fields, each once.
+    exactly `quotes` of them (two for each key and each string value):
+    anything else in the body, a repeated key included, only adds quotes. So
+    an equal count proves the body holds nothing but the stored fields, each once.
     """
-    user_id, device_type, ip, device_id, raw_version, locale = values
+    user_id, device_type, ip = values.user_id, values.device_type, values.ip
+    device_id, raw_version, locale = values.device_id, values.app_version, values.locale
     if locale is msgspec.UNSET:
-        quotes, locale = 20, None
+        quotes, locale = _QUOTES_REQUIRED, None
     elif locale is None:
-        quotes = 22
+        quotes = _QUOTES_REQUIRED + 2  # its key
     elif type(locale) is str and len(locale) <= _MAX_LOCALE and locale.isprintable():
-        quotes = 24
+        quotes = _QUOTES_REQUIRED + 4  # its key and value
     else:
         return None
     if body.count('"') != quotes:
@@ -216,14 +226,14 @@ def _check_text(field: str, value: str) -> str | Invalid:
 
 def _checked_event(values: Values, sent_at: datetime) -> LoginEvent | Invalid:
     """The rules, field by field, in the order their reasons take precedence."""
-    texts: list[str] = []
-    for field, value in zip(REQUIRED, values, strict=False):
-        text = _text(field, value)
+    texts: dict[str, str] = {}
+    for field in REQUIRED:
+        text = _text(field, getattr(values, field))
         if isinstance(text, Invalid):
             return text
-        texts.append(text)
-    user_id, device_type, ip, device_id, raw_version = texts
-    locale = values[5]
+        texts[field] = text
+    ip, raw_version = texts["ip"], texts["app_version"]
+    locale = values.locale
     if locale is msgspec.UNSET or type(locale) is dict:
         locale = None
     elif locale is not None:
@@ -239,10 +249,10 @@ def _checked_event(values: Values, sent_at: datetime) -> LoginEvent | Invalid:
     if isinstance(version, Invalid):
         return version
     return LoginEvent(
-        user_id=user_id,
-        device_type=device_type,
+        user_id=texts["user_id"],
+        device_type=texts["device_type"],
         ip=canonical,
-        device_id=device_id,
+        device_id=texts["device_id"],
         locale=locale,
         app_version=version,
         app_version_raw=raw_version,

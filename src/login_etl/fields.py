@@ -25,10 +25,22 @@ from typing import Any
 
 import msgspec
 
-STORED = ("user_id", "device_type", "ip", "device_id", "app_version", "locale")
-# The stored fields in STORED order; absent ones are None (or msgspec.UNSET).
-Values = tuple[Any, Any, Any, Any, Any, Any]
 
+class Values(msgspec.Struct, gc=False):
+    """The stored fields of an event, by name, as sent; UNSET where absent.
+
+    The event fields the record's columns are made from (`record.Column.field`).
+    """
+
+    user_id: Any = msgspec.UNSET
+    device_type: Any = msgspec.UNSET
+    ip: Any = msgspec.UNSET
+    device_id: Any = msgspec.UNSET
+    app_version: Any = msgspec.UNSET
+    locale: Any = msgspec.UNSET
+
+
+STORED: tuple[str, ...] = Values.__struct_fields__
 _STORED = frozenset(STORED)
 _LONGEST = max(map(len, STORED))
 # Prefixes a nested object's name must have to flatten into a stored field
@@ -49,18 +61,7 @@ class Invalid(msgspec.Struct, frozen=True, gc=False):
 # -- msgspec ---------------------------------------------------------------------
 
 
-class _Fields(msgspec.Struct, gc=False):
-    """The stored fields at the top of an event; UNSET where absent."""
-
-    user_id: Any = msgspec.UNSET
-    device_type: Any = msgspec.UNSET
-    ip: Any = msgspec.UNSET
-    device_id: Any = msgspec.UNSET
-    app_version: Any = msgspec.UNSET
-    locale: Any = msgspec.UNSET
-
-
-_FAST_DECODER = msgspec.json.Decoder(_Fields)
+_FAST_DECODER = msgspec.json.Decoder(Values)
 # Short enough that no nesting in it (at most 512 deep) reaches a recursion limit.
 _FAST_MAX_CHARS = 1024
 _FAST_KEYS = frozenset(f'"{name}"' for name in STORED)
@@ -83,10 +84,9 @@ def decode_fast(body: str) -> Values | None:
     if len(body) > _FAST_MAX_CHARS or "\\" in body:
         return None
     try:
-        fields = _FAST_DECODER.decode(body)
+        return _FAST_DECODER.decode(body)
     except (ValueError, RecursionError):  # msgspec's errors and UnicodeEncodeError are ValueErrors
         return None
-    return msgspec.structs.astuple(fields)
 
 
 def keys_once(body: str) -> bool:
@@ -207,7 +207,7 @@ def exact_fields(body: str, *, fast_inner: bool, unwrap: bool = True) -> Values 
     problem = _collect(doc, "", found)
     if problem is not None:
         return problem
-    return tuple(map(found.get, STORED))  # type: ignore[return-value]
+    return Values(**found)
 
 
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")

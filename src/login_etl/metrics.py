@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from login_etl import __version__
-from login_etl.lake.record import DROP_REASONS
+from login_etl.extra import DROP_REASONS
 from login_etl.liveness import Waits
 
 if TYPE_CHECKING:

@@ -13,57 +13,56 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 
+from login_etl import record
 from login_etl.postgres import CONNECT_TIMEOUT, connect, is_row_error, is_transient, translate
+from login_etl.record import Column
 from login_etl.sink import Batch, WriteResult, count_reasons
-from login_etl.sqlfiles import query
+from login_etl.sqlfiles import query, statement
 from login_etl.transform import Rejection, Row
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T", Row, Rejection)
 
-STAGING_TYPES = [
-    "text",
-    "varchar",
-    "varchar",
-    "varchar",
-    "varchar",
-    "varchar",
-    "int4",
-    "date",
-    "timestamptz",
-]
-# With the lake on, staging also takes the lake record's two extra columns.
-STAGING_TYPES_LAKE = [*STAGING_TYPES, "text", "text"]
+
+@dataclass(frozen=True)
+class Staging:
+    """How a batch is staged and loaded: statements, COPY types and row values.
+
+    All built by name from the record's declaration (`login_etl.record`).
+    """
+
+    create: str  # the staging table: every column of the record
+    copy: str
+    types: list[str]  # binary COPY's, one per staged column
+    values: Callable[[Row], tuple[Any, ...]]  # a row's staged values, in COPY order
+    load: str  # ledger, user_logins (and with the lake, the outbox)
+
+    @classmethod
+    def of(cls, columns: Sequence[Column] = record.COLUMNS, *, lake: bool) -> Staging:
+        """Staging for `columns`; with `lake`, the lake's own columns too."""
+        staged = record.staged(columns, lake=lake)
+        return cls(
+            create=statement("staging", columns=tuple(columns)),
+            copy=statement("copy_staging", staged=staged),
+            types=[c.copy_type for c in staged],
+            values=record.values_of(staged),
+            load=statement(
+                "load_rows_lake" if lake else "load_rows",
+                user_logins=record.user_logins(columns),
+                lake=record.lake(columns),
+            ),
+        )
 
 
 class _RowError(Exception):
     """PostgreSQL refused at least one row of a statement."""
-
-
-def staging_tuple(r: Row) -> tuple[Any, ...]:
-    """A row as the staging table's columns: message_id, the 7 user_logins columns, sent_at."""
-    return (
-        r.message_id,
-        r.user_id,
-        r.device_type,
-        r.masked_ip,
-        r.masked_device_id,
-        r.locale,
-        r.app_version,
-        r.create_date,
-        r.sent_at,
-    )
-
-
-def lake_staging_tuple(r: Row) -> tuple[Any, ...]:
-    """`staging_tuple` plus the lake record's columns: app_version_raw, extra."""
-    return (*staging_tuple(r), r.app_version_raw, r.extra)
 
 
 class PostgresSink:
@@ -76,11 +75,7 @@ class PostgresSink:
     def __init__(self, url: str, *, lake: bool = False, write_timeout: float = 300.0) -> None:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
-        self._copy, self._types, self._tuple, self._load_rows = (
-            ("copy_staging_lake", STAGING_TYPES_LAKE, lake_staging_tuple, "load_rows_lake")
-            if lake
-            else ("copy_staging", STAGING_TYPES, staging_tuple, "load_rows")
-        )
+        self._staging = Staging.of(lake=lake)
         # A write still running after this long means a hung server: its connection is
         # cut, the write fails as retryable, and the retry policy takes over.
         self._write_timeout = write_timeout
@@ -126,14 +121,14 @@ class PostgresSink:
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(query("durable_commit"))
-                    cur.execute(query("staging"))
+                    cur.execute(self._staging.create)
                     loaded = self._load(cur, rows, isolate=False)
                     return self._finish(cur, rows, loaded, [], batch)
             except _RowError:
                 log.warning("a batch hit a row-level database error; isolating the bad rows")
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(query("durable_commit"))
-                cur.execute(query("staging"))
+                cur.execute(self._staging.create)
                 refused: list[tuple[Row, str]] = []
                 loaded = self._bisect(conn, cur, rows, refused)
                 return self._finish(cur, rows, loaded, refused, batch)
@@ -163,11 +158,12 @@ class PostgresSink:
         if not rows:
             return 0
         try:
-            with cur.copy(query(self._copy)) as copy:
-                copy.set_types(self._types)
+            staging = self._staging
+            with cur.copy(staging.copy) as copy:
+                copy.set_types(staging.types)
                 for row in rows:
-                    copy.write_row(self._tuple(row))
-            cur.execute(query(self._load_rows))
+                    copy.write_row(staging.values(row))
+            cur.execute(staging.load)
             loaded = cur.rowcount
             if isolate:
                 cur.execute(query("clear_staging"))

@@ -20,12 +20,14 @@ from typing import Any
 
 import psycopg
 
+from login_etl import record
 from login_etl.errors import MaskingError
 from login_etl.masking import Masker
 from login_etl.postgres import is_row_error, locked_pages
+from login_etl.record import params_of
 from login_etl.reveal import masked_body
 from login_etl.source import Message
-from login_etl.sqlfiles import query
+from login_etl.sqlfiles import query, statement
 from login_etl.transform import Row, open_body, transform
 
 
@@ -87,28 +89,6 @@ def recent(
     return out
 
 
-def _row_params(row: Row) -> dict[str, Any]:
-    return {
-        "user_id": row.user_id,
-        "device_type": row.device_type,
-        "masked_ip": row.masked_ip,
-        "masked_device_id": row.masked_device_id,
-        "locale": row.locale,
-        "app_version": row.app_version,
-        "create_date": row.create_date,
-    }
-
-
-def _lake_params(row: Row) -> dict[str, Any]:
-    return {
-        **_row_params(row),
-        "message_id": row.message_id,
-        "sent_at": row.sent_at,
-        "app_version_raw": row.app_version_raw,
-        "extra": row.extra,
-    }
-
-
 def replay(
     conn: psycopg.Connection[Any],
     masker: Masker,
@@ -159,9 +139,11 @@ def _replay_one(
         return out.reason
     try:
         with conn.transaction():  # a savepoint: a refused row leaves the rest intact
-            conn.execute(query("replay_insert"), _row_params(out))
+            table = record.user_logins()
+            conn.execute(statement("replay_insert", user_logins=table), params_of(out, table))
             if lake:
-                conn.execute(query("lake_outbox_insert"), _lake_params(out))
+                every = record.lake()
+                conn.execute(statement("lake_outbox_insert", lake=every), params_of(out, every))
             conn.execute(
                 query("replay_mark_loaded"),
                 {"message_id": message.message_id, "sent_at": message.sent_at},

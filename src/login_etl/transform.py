@@ -14,7 +14,7 @@ from datetime import date, datetime
 import msgspec
 
 from login_etl.events import Invalid, parse_event
-from login_etl.lake.record import keep
+from login_etl.extra import keep
 from login_etl.masking import MASK_MAX_CHARS, Masker
 from login_etl.source import Message
 
@@ -36,7 +36,7 @@ class Row(msgspec.Struct, frozen=True, gc=False):
     create_date: date
     sent_at: datetime
     # For the lake stage only (`transform(..., lake=True)`): the full version
-    # text and the event's allowed other fields as JSON (`lake.record`), and a
+    # text and the event's allowed other fields as JSON (`extra`), and a
     # reason for each value they left out.
     app_version_raw: str = ""
     extra: str = "{}"

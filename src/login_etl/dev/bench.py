@@ -97,7 +97,8 @@ def bench_postgres(
     """(ours, limit) in rows per second against a throwaway local server."""
     import psycopg
 
-    from login_etl.pgsink import PostgresSink, staging_tuple
+    from login_etl import record
+    from login_etl.pgsink import PostgresSink
 
     # Fresh SQS-shaped ids on every call, so a second run loads rather than skips.
     messages = [Message(str(uuid.uuid4()), "r", b, SENT) for b in bodies]
@@ -112,11 +113,11 @@ def bench_postgres(
                 conn.cursor() as cur,
                 cur.copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as copy,
             ):
-                copy.set_types(
-                    ["varchar", "varchar", "varchar", "varchar", "varchar", "int4", "date"]
-                )
+                table = record.user_logins()
+                copy.set_types([c.copy_type for c in table])
+                values = record.values_of(table)
                 for r in rows:
-                    copy.write_row(staging_tuple(r)[1:8])  # the user_logins columns
+                    copy.write_row(values(r))
 
         raw = _rate(len(rows), limit)
     batch_size = services.settings().batch_size

@@ -149,7 +149,8 @@ def sink_costs(
     """Rows per second: the sink, our own statements from a bare loop, and the floor."""
     import psycopg
 
-    from login_etl.pgsink import STAGING_TYPES, PostgresSink, staging_tuple
+    from login_etl import record
+    from login_etl.pgsink import PostgresSink, Staging
     from login_etl.sqlfiles import query
 
     batch_size = services.settings().batch_size
@@ -176,17 +177,23 @@ def sink_costs(
             for chunk in chunks:
                 s.write(Batch(chunk, [], refuse))
 
+    staging = Staging.of(lake=False)
+
     def own_sql(chunks: list[list[Row]]) -> None:
         with psycopg.connect(new_database()) as conn:
             for chunk in chunks:
                 with conn.transaction(), conn.cursor() as cur:
                     cur.execute(query("durable_commit"))
-                    cur.execute(query("staging"))
-                    with cur.copy(query("copy_staging")) as copy:
-                        copy.set_types(STAGING_TYPES)
+                    cur.execute(staging.create)
+                    with cur.copy(staging.copy) as copy:
+                        copy.set_types(staging.types)
                         for r in chunk:
-                            copy.write_row(staging_tuple(r))
-                    cur.execute(query("load_rows"))
+                            copy.write_row(staging.values(r))
+                    cur.execute(staging.load)
+
+    # floor_logins: message_id, then the user_logins columns.
+    floor_columns = (record.column("message_id"), *record.user_logins())
+    floor_values = record.values_of(floor_columns)
 
     def floor(chunks: list[list[Row]]) -> None:
         with psycopg.connect(new_database()) as conn:
@@ -201,9 +208,9 @@ def sink_costs(
                         " (LIKE floor_logins) ON COMMIT DELETE ROWS"
                     )
                     with cur.copy("COPY floor_staging FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.set_types(STAGING_TYPES[:8])
+                        copy.set_types([c.copy_type for c in floor_columns])
                         for r in chunk:
-                            copy.write_row(staging_tuple(r)[:8])
+                            copy.write_row(floor_values(r))
                     cur.execute(
                         "INSERT INTO floor_logins SELECT * FROM floor_staging"
                         " ON CONFLICT (message_id) DO NOTHING"

@@ -3,7 +3,6 @@
 This package's top level imports nothing heavy: the worker imports pyiceberg
 (the ``login-etl[lake]`` extra) only when ``LOGIN_ETL_LAKE_WAREHOUSE`` is set.
 
-* `record`   — the lake record's extra fields (pure);
 * `iceberg`  — the one module that calls pyiceberg: the surface the lake relies on;
 * `table`    — catalog, table and schema, our outbox mark in the snapshot summary;
 * `writer`   — the outbox → Iceberg writer (`flush`) and its thread;

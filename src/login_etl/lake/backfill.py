@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from login_etl import record
 from login_etl.errors import ConfigError
 from login_etl.lake import iceberg
 from login_etl.lake.iceberg import translated
 from login_etl.lake.table import Lake, mark_of, on_days, partitions
 from login_etl.lake.writer import writer_lock
 from login_etl.postgres import connect
-from login_etl.sqlfiles import query
+from login_etl.sqlfiles import query, statement
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,16 +38,9 @@ if TYPE_CHECKING:
     from login_etl.config import Settings
     from login_etl.lake.iceberg import Table
 
-_USER_LOGINS = (
-    "user_id",
-    "device_type",
-    "masked_ip",
-    "masked_device_id",
-    "locale",
-    "app_version",
-    "create_date",
-)
-_COPY_TYPES = ["varchar", "varchar", "varchar", "varchar", "varchar", "int4", "date"]
+_TABLE = record.user_logins()
+_USER_LOGINS = record.names(_TABLE)
+_COPY_TYPES = [c.copy_type for c in _TABLE]
 
 
 @dataclass
@@ -115,7 +109,7 @@ def _lake_batches(table: Table, dates: list[date]) -> Iterator[pa.RecordBatch]:
 def _copy(cur: psycopg.Cursor[Any], batches: Iterator[pa.RecordBatch]) -> int:
     """Binary COPY of Arrow batches into user_logins; returns rows written."""
     written = 0
-    with cur.copy(query("backfill_copy")) as copy:
+    with cur.copy(statement("backfill_copy", user_logins=_TABLE)) as copy:
         copy.set_types(_COPY_TYPES)
         for batch in batches:
             columns = [batch.column(name).to_pylist() for name in _USER_LOGINS]
@@ -154,7 +148,9 @@ def backfill(
                 before = dict(cur.execute(query("backfill_counts"), params).fetchall())
                 result.deleted = cur.execute(query("backfill_delete"), params).rowcount
                 result.from_lake = _copy(cur, _lake_batches(table, result.dates))
-                cur.execute(query("backfill_outbox"), {**params, **mark.params()})
+                cur.execute(
+                    statement("backfill_outbox", user_logins=_TABLE), {**params, **mark.params()}
+                )
                 result.from_outbox = cur.rowcount
                 after = dict(cur.execute(query("backfill_counts"), params).fetchall())
                 refuse_losses(before, after, force=force)  # raising rolls it all back

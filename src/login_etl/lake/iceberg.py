@@ -36,9 +36,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from login_etl import redact
+from login_etl import record, redact
 from login_etl.errors import ConfigError, LakeUnavailable, LoginEtlError
 from login_etl.lake import IDENTIFIER
+from login_etl.record import Column
 
 try:
     import pyarrow as pa
@@ -62,6 +63,7 @@ try:
         DateType,
         IntegerType,
         NestedField,
+        PrimitiveType,
         StringType,
         TimestamptzType,
     )
@@ -194,6 +196,22 @@ def load_or_create(
             return catalog.create_table_if_not_exists(
                 identifier, schema, partition_spec=spec, properties=properties
             )
+
+
+def schema_of(columns: Sequence[Column]) -> Schema:
+    """The Iceberg schema of the record's lake columns (`login_etl.record`), by their ids."""
+    types: dict[str, PrimitiveType] = {
+        "string": StringType(),
+        "int": IntegerType(),
+        "date": DateType(),
+        "timestamptz": TimestamptzType(),
+    }
+    return Schema(
+        *(
+            NestedField(c.lake_id, c.name, types[c.lake_type], required=not c.nullable)
+            for c in record.lake(columns)
+        )
+    )
 
 
 def identity_spec(schema: Schema, column: str) -> PartitionSpec:

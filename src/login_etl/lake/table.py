@@ -17,17 +17,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+from login_etl import record
 from login_etl.errors import ConfigError
 from login_etl.lake import CATALOG, IDENTIFIER, iceberg
 from login_etl.lake.iceberg import (
     BooleanExpression,
-    DateType,
-    IntegerType,
-    NestedField,
-    Schema,
-    StringType,
     Table,
-    TimestamptzType,
 )
 
 if TYPE_CHECKING:
@@ -35,19 +30,7 @@ if TYPE_CHECKING:
 
     from login_etl.config import Settings
 
-SCHEMA = Schema(
-    NestedField(1, "message_id", StringType(), required=True),
-    NestedField(2, "sent_at", TimestamptzType(), required=True),
-    NestedField(3, "create_date", DateType(), required=True),
-    NestedField(4, "user_id", StringType(), required=True),
-    NestedField(5, "device_type", StringType(), required=True),
-    NestedField(6, "masked_ip", StringType(), required=True),
-    NestedField(7, "masked_device_id", StringType(), required=True),
-    NestedField(8, "locale", StringType(), required=False),
-    NestedField(9, "app_version", IntegerType(), required=True),
-    NestedField(10, "app_version_raw", StringType(), required=True),
-    NestedField(11, "extra", StringType(), required=True),
-)
+SCHEMA = iceberg.schema_of(record.COLUMNS)
 COLUMNS = tuple(f.name for f in SCHEMA.fields)
 ARROW_SCHEMA = iceberg.arrow_schema(SCHEMA)
 SPEC = iceberg.identity_spec(SCHEMA, "create_date")

@@ -32,15 +32,18 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from login_etl import record
 from login_etl.errors import LakeUnavailable, LoginEtlError, RetryableError, RetryTimeExceeded
 from login_etl.lake import iceberg
 from login_etl.lake.iceberg import translated
-from login_etl.lake.table import MARK_KEY, Lake, Mark, mark_of, to_arrow
+from login_etl.lake.table import COLUMNS, MARK_KEY, Lake, Mark, mark_of, to_arrow
 from login_etl.postgres import connect
 from login_etl.retry import Retrier
-from login_etl.sqlfiles import query
+from login_etl.sqlfiles import query, statement
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from login_etl.config import Settings
     from login_etl.metrics import Stats
 
@@ -126,10 +129,18 @@ def backlog(conn: psycopg.Connection[Any]) -> tuple[int, float]:
     return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
 
-def _take(conn: psycopg.Connection[Any], mark: Mark, limit: int) -> list[tuple[Any, ...]]:
+def _take(conn: psycopg.Connection[Any], mark: Mark, limit: int) -> tuple[Mark, pa.Table] | None:
+    """The next final outbox rows above `mark`: the mark of the last, and the rows; or None."""
     horizon = conn.execute(query("lake_outbox_horizon")).fetchone()
     params = {**mark.params(), "horizon": horizon[0] if horizon else "0", "limit": limit}
-    return conn.execute(query("lake_outbox_take"), params).fetchall()
+    with conn.cursor() as cur:
+        rows = cur.execute(statement("lake_outbox_take", lake=record.lake()), params).fetchall()
+        if not rows:
+            return None
+        names = [column.name for column in cur.description or ()]
+    by_name = dict(zip(names, zip(*rows, strict=True), strict=True))
+    last = Mark(int(by_name["xid"][-1]), int(by_name["id"][-1]))
+    return last, to_arrow([list(by_name[name]) for name in COLUMNS])
 
 
 def flush(
@@ -151,21 +162,21 @@ def flush(
             waiting, oldest = backlog(conn)
             if not force and waiting < policy.rows and oldest < policy.age_seconds:
                 break
-            rows = _take(conn, mark, policy.chunk_rows)
-            if not rows:
+            taken = _take(conn, mark, policy.chunk_rows)
+            if taken is None:
                 break
-            new = Mark(int(rows[-1][0]), int(rows[-1][1]))
-            data = to_arrow([list(col) for col in list(zip(*rows, strict=True))[2:]])
-            iceberg.append(table, data, {MARK_KEY: str(new), "login-etl.rows": str(len(rows))})
+            new, data = taken
+            rows = data.num_rows
+            iceberg.append(table, data, {MARK_KEY: str(new), "login-etl.rows": str(rows)})
             forget(conn, new)
             mark = new
-            result.appended += len(rows)
+            result.appended += rows
             result.commits += 1
             log.info(
                 "lake: appended",
-                extra={"fields": {"rows": len(rows), "mark": str(new)}},
+                extra={"fields": {"rows": rows, "mark": str(new)}},
             )
-            if len(rows) < policy.chunk_rows:
+            if rows < policy.chunk_rows:
                 break
         result.outbox = backlog(conn)[0]
         return result

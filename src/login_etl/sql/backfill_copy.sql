@@ -1,3 +1,2 @@
-COPY user_logins (
-    user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date
-) FROM STDIN (FORMAT BINARY)
+-- Column lists in braces come from login_etl.record (sqlfiles.statement).
+COPY user_logins ({user_logins}) FROM STDIN (FORMAT BINARY)

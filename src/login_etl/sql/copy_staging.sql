@@ -1,4 +1,2 @@
-COPY login_etl_staging (
-    message_id, user_id, device_type, masked_ip, masked_device_id,
-    locale, app_version, create_date, sent_at
-) FROM STDIN (FORMAT BINARY)
+-- The columns a batch stages (login_etl.record.staged).
+COPY login_etl_staging ({staged}) FROM STDIN (FORMAT BINARY)

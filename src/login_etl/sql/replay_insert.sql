@@ -1,6 +1,2 @@
-INSERT INTO user_logins (
-    user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date
-) VALUES (
-    %(user_id)s, %(device_type)s, %(masked_ip)s, %(masked_device_id)s,
-    %(locale)s, %(app_version)s, %(create_date)s
-)
+-- Column lists in braces come from login_etl.record (sqlfiles.statement).
+INSERT INTO user_logins ({user_logins}) VALUES ({user_logins_params})

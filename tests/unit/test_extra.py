@@ -13,12 +13,11 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from login_etl import scan
+from login_etl import extra, scan
 from login_etl.cli import cli
 from login_etl.config import Settings
 from login_etl.errors import ConfigError
-from login_etl.lake import record
-from login_etl.lake.record import DROP_REASONS, EMPTY, TOO_LARGE, extra_fields, keep
+from login_etl.extra import DROP_REASONS, EMPTY, TOO_LARGE, extra_fields, keep
 from login_etl.masking import Masker
 from login_etl.source import Message
 from login_etl.transform import Row, transform
@@ -369,13 +368,13 @@ def test_generated_fields_give_strict_json_free_of_addresses(value: Any) -> None
 def test_cost_stays_proportional_to_the_body(monkeypatch: pytest.MonkeyPatch) -> None:
     """A very long parent key over many children once built a name per child."""
     built: list[int] = []  # characters of the flattened names each level would build
-    flatten = record._Keeper.flatten
+    flatten = extra._Keeper.flatten
 
     def counting(self: Any, obj: dict[str, Any], prefix: str, *rest: Any) -> None:
         built.append(len(prefix) * len(obj))
         flatten(self, obj, prefix, *rest)
 
-    monkeypatch.setattr(record._Keeper, "flatten", counting)
+    monkeypatch.setattr(extra._Keeper, "flatten", counting)
     doc = json.dumps({**BASE, "k" * 200_000: {str(i): i for i in range(5_000)}})
     text = extra_fields(doc, frozenset({"k" * 200 + "_1", "x"}))
     assert sum(built) <= len(doc)  # a name per child would be 5,000 × 200,000 characters
