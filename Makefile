@@ -40,8 +40,12 @@ dist: $(DEMO_STAMP)
 	rm -rf dist build
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 
+# One pytest worker per core, each with its own PostgreSQL and moto; the fault
+# tests share one worker (xdist_group "faults"), one after another.
+PYTEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/pytest tests/unit tests/integration $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit tests/integration -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -37,6 +37,10 @@ from .helpers import (
     wait_for,
 )
 
+# Timing matters here (outages, kills, retry budgets): these run one after another
+# on one pytest worker, beside the other worker's tests.
+pytestmark = pytest.mark.xdist_group("faults")
+
 # -- 1. kill -9 -----------------------------------------------------------------------
 
 
@@ -45,7 +49,9 @@ def test_kill_9_cycles_lose_and_duplicate_nothing(etl_env, sqs_client, workers) 
     sqs_client.set_queue_attributes(
         QueueUrl=etl_env.queue_url, Attributes={"VisibilityTimeout": "2"}
     )
-    batch = make_messages(2000, seed=7, bad_rate=0.015)
+    # The kills are the test: twenty of them, at least five after a commit. The message
+    # count only has to keep the workers busy through them (each holds up to 200).
+    batch = make_messages(1000, seed=7, bad_rate=0.015)
     assert 10 <= len(batch.bad) <= 60
     producer = Producer(sqs_client, etl_env.queue_url, batch.bodies, max_depth=250)
     producer.start()

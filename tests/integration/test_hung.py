@@ -18,6 +18,10 @@ import pytest
 from .helpers import cli, event, scalar, send
 from .proxy import Relay
 
+# Timing matters here (outages, kills, retry budgets): these run one after another
+# on one pytest worker, beside the other worker's tests.
+pytestmark = pytest.mark.xdist_group("faults")
+
 BUDGET = 10  # --max-retry-time for every case
 
 

@@ -23,6 +23,10 @@ from .helpers import (
     wait_for,
 )
 
+# Timing matters here (outages, kills, retry budgets): these run one after another
+# on one pytest worker, beside the other worker's tests.
+pytestmark = pytest.mark.xdist_group("faults")
+
 VISIBILITY = 3  # seconds; every outage below outlasts it
 
 

@@ -56,7 +56,7 @@ def test_depth_rows_and_rejections_before_and_after_draining(etl_env: Env, sqs_c
     assert SqsSource(etl_env.queue_url, client=sqs_client).send_bodies(bodies) == len(bodies)
     sqs_client.send_message(QueueUrl=etl_env.queue_url, MessageBody="{}", DelaySeconds=900)
     held = sqs_client.receive_message(
-        QueueUrl=etl_env.queue_url, MaxNumberOfMessages=2, VisibilityTimeout=1
+        QueueUrl=etl_env.queue_url, MaxNumberOfMessages=2, VisibilityTimeout=300
     )["Messages"]
 
     before = status_json()
@@ -64,6 +64,10 @@ def test_depth_rows_and_rejections_before_and_after_draining(etl_env: Env, sqs_c
     assert before["queue"]["in_flight"] == len(held)
     assert before["queue"]["delayed"] == 1
     assert (before["rows_loaded"], before["rejected"], before["last_load_at"]) == (0, 0, None)
+    for message in held:  # handed back, as a receiver that gives up would
+        sqs_client.change_message_visibility(
+            QueueUrl=etl_env.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
 
     started = datetime.now(UTC)
     stats = service.run(Settings.load(), drain=True)
