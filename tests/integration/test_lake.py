@@ -21,10 +21,10 @@ from datetime import UTC, timedelta
 from typing import Any
 
 import boto3
-import msgspec
 import psycopg
 import pytest
 
+from login_etl import record
 from login_etl.config import Settings
 from login_etl.lake.table import Lake, mark_of
 from login_etl.masking import Masker, decode_key, generate_key
@@ -33,6 +33,7 @@ from login_etl.service import build_pipeline, lake_writer
 from login_etl.sink import Batch
 from login_etl.source import Message
 from login_etl.sqlfiles import query as named_query
+from login_etl.sqlfiles import statement
 from login_etl.sqs import SqsSource
 from login_etl.transform import transform
 
@@ -413,7 +414,10 @@ def test_a_transaction_open_across_a_flush_reaches_the_lake_once(lake_env) -> No
         load_directly(lake_env, [json.dumps(event(i)) for i in range(5, 10)], start=5)
         for i in range(10, 13):
             row = transform(Message(f"m-{i}", "r", json.dumps(event(i)), DAY), masker, lake=True)
-            open_tx.execute(named_query("lake_outbox_insert"), msgspec.structs.asdict(row))
+            outbox = record.lake()
+            open_tx.execute(
+                statement("lake_outbox_insert", lake=outbox), record.params_of(row, outbox)
+            )
         first = writer.flush_once(settings)
         open_tx.commit()
     second = writer.flush_once(settings)
