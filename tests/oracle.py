@@ -15,6 +15,19 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+# The brief's DDL, exactly: the analysts' table as it may already exist.
+USER_LOGINS_DDL = """
+CREATE TABLE IF NOT EXISTS user_logins(
+    user_id             varchar(128),
+    device_type         varchar(32),
+    masked_ip           varchar(256),
+    masked_device_id    varchar(256),
+    locale              varchar(32),
+    app_version         integer,
+    create_date         date
+);
+"""
+
 # Required fields, in the order a missing one is reported.
 REQUIRED = ("user_id", "device_type", "ip", "device_id", "app_version")
 KNOWN = {*REQUIRED, "locale"}

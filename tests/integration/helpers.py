@@ -30,19 +30,7 @@ from login_etl.pgsink import PostgresSink
 from login_etl.sink import Batch
 from login_etl.source import Message
 from login_etl.transform import open_body, reject, transform
-
-# The brief's DDL, exactly: the analysts' table as it may already exist.
-USER_LOGINS_DDL = """
-CREATE TABLE IF NOT EXISTS user_logins(
-    user_id             varchar(128),
-    device_type         varchar(32),
-    masked_ip           varchar(256),
-    masked_device_id    varchar(256),
-    locale              varchar(32),
-    app_version         integer,
-    create_date         date
-);
-"""
+from tests.oracle import USER_LOGINS_DDL
 
 
 @dataclass

@@ -19,19 +19,8 @@ from login_etl.pgsink import Staging
 from login_etl.record import COLUMNS, Column, Kept, Source
 from login_etl.sqlfiles import query, statement
 from login_etl.transform import Row
+from tests.oracle import USER_LOGINS_DDL
 
-# The brief's DDL, as analysts know it: the contract the declaration must keep.
-BRIEF_DDL = """
-CREATE TABLE IF NOT EXISTS user_logins(
-    user_id             varchar(128),
-    device_type         varchar(32),
-    masked_ip           varchar(256),
-    masked_device_id    varchar(256),
-    locale              varchar(32),
-    app_version         integer,
-    create_date         date
-);
-"""
 SENT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ROW = Row(
     message_id="m-1",
@@ -63,7 +52,7 @@ def table_columns(text: str, table: str) -> list[tuple[str, str]]:
 
 def test_user_logins_columns_are_the_brief_ddl_in_order() -> None:
     declared = [(c.name, c.sql_type) for c in record.user_logins()]
-    assert declared == table_columns(BRIEF_DDL, "user_logins")
+    assert declared == table_columns(USER_LOGINS_DDL, "user_logins")
     assert declared == table_columns(query("schema"), "user_logins")  # what init-db creates
 
 
