@@ -28,8 +28,6 @@ import binascii
 import hashlib
 import os
 import re
-import threading
-import weakref
 from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
@@ -157,48 +155,6 @@ class _Key:
         self.body = AESSIV(derive(raw, BODY_INFO))
 
 
-class _Nonces:
-    """Random nonces for sealing, drawn from the OS a few hundred at a time.
-
-    `os.urandom` releases the GIL, so one call per sealed body costs the writer
-    a thread switch per rejection while receivers share the interpreter. A
-    nonce is stored beside its ciphertext and need only be unpredictable and
-    unrepeated; AES-SIV stays safe even if one repeats.
-    """
-
-    _PER_DRAW = 256
-
-    def __init__(self) -> None:
-        self._reset()
-        _NONCE_POOLS.add(self)
-
-    def _reset(self) -> None:
-        # Also the child's first step after a fork: the copied pool is the
-        # parent's too, and the copied lock may be held by a thread that is gone.
-        self._lock = threading.Lock()
-        self._pool = b""
-        self._at = 0
-
-    def take(self) -> bytes:
-        with self._lock:
-            if self._at + _NONCE_BYTES > len(self._pool):
-                self._pool, self._at = os.urandom(_NONCE_BYTES * self._PER_DRAW), 0
-            start, self._at = self._at, self._at + _NONCE_BYTES
-            return self._pool[start : self._at]
-
-
-_NONCE_POOLS: weakref.WeakSet[_Nonces] = weakref.WeakSet()
-
-
-def _forget_nonce_pools() -> None:
-    for pool in list(_NONCE_POOLS):
-        pool._reset()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_nonce_pools)
-
-
 class Masker:
     """Masks and unmasks values with a primary key and older, decrypt-only keys.
 
@@ -208,7 +164,6 @@ class Masker:
     def __init__(self, primary: bytes, old: Iterable[bytes] = ()) -> None:
         self._primary = _Key(primary)
         self._keys = {self._primary.id: self._primary}
-        self._nonces = _Nonces()
         for raw in old:
             k = _Key(raw)
             self._keys.setdefault(k.id, k)
@@ -264,7 +219,9 @@ class Masker:
 
     def seal(self, data: bytes, message_id: str) -> str:
         """Encrypt `data` (the body of message `message_id`) with a random nonce."""
-        nonce = self._nonces.take()
+        # A nonce is stored beside its ciphertext: unpredictable and unrepeated is all it
+        # needs (AES-SIV stays safe even if one repeats). Rejections are rare: no pool.
+        nonce = os.urandom(_NONCE_BYTES)
         ciphertext = self._primary.body.encrypt(data, _body_ad(message_id, nonce))
         return f"{self._primary.id}.{b64url(nonce + ciphertext)}"
 

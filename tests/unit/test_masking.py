@@ -347,10 +347,10 @@ def test_seal_is_not_deterministic(masker: Masker) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_a_forked_child_draws_nonces_of_its_own() -> None:
-    # The pool is process memory: a child forked after a seal would otherwise
-    # hand out the very nonces its parent hands out next.
+    # Any nonce state kept in process memory would be copied into a child forked
+    # after a seal, which would then hand out the very nonces its parent hands out next.
     masker = Masker(KEY_A)
-    masker.seal(b"body", "m-0")  # the pool is filled before the fork
+    masker.seal(b"body", "m-0")  # a seal before the fork
     read, write = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
@@ -371,9 +371,8 @@ def test_a_forked_child_draws_nonces_of_its_own() -> None:
     assert child != parent
 
 
-def test_nonces_never_repeat_across_refills_or_threads() -> None:
-    # Nonces come from a pool refilled from the OS: cross several refills, from
-    # several threads at once, and every sealed body still has its own nonce.
+def test_nonces_never_repeat_across_threads() -> None:
+    # Many seals from several threads at once: every sealed body has its own nonce.
     masker = Masker(KEY_A)
     per_thread = 400
 
