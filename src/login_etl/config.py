@@ -26,8 +26,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import click
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from login_etl import secretenv
 from login_etl.errors import ConfigError
@@ -324,6 +322,9 @@ def has_password(url: str) -> bool:
     libpq's own parser decides (it percent-decodes ``?%70assword=``); a string
     it cannot parse is judged by its shape.
     """
+    import psycopg  # not at import: `login-etl --help` needs no database driver
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         return bool(conninfo_to_dict(url).get("password"))
     except psycopg.Error:

@@ -16,9 +16,6 @@ import os
 import stat
 from collections.abc import Mapping
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from login_etl import redact
 from login_etl.errors import ConfigError
 from login_etl.masking import Masker, check_key, decode_key
@@ -64,6 +61,9 @@ def read_secret_file(name: str, path: str, notes: list[str]) -> str:
 
 def register(database_url: str, masking_key: str | None, masking_old_keys: str) -> None:
     """Have `redact` hide these settings (and the URL's password) from every output."""
+    import psycopg  # not at import: `login-etl --help` needs no database driver
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         password = str(conninfo_to_dict(database_url).get("password") or "") or None
     except psycopg.Error:  # a malformed URL is reported later, without quoting it

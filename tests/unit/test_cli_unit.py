@@ -325,11 +325,12 @@ def test_unexpected_error_is_one_line_without_its_message(monkeypatch) -> None:
     from click.testing import CliRunner
 
     from login_etl import cli as cli_module
+    from login_etl import service
 
     def explode(settings):
         raise RuntimeError("value 203.0.113.7 leaked")
 
-    monkeypatch.setattr(cli_module.service, "init_db", explode)
+    monkeypatch.setattr(service, "init_db", explode)
     result = CliRunner().invoke(cli_module.cli, ["init-db"])
     assert result.exit_code == 1
     assert result.output.strip() == "login-etl: error: unexpected RuntimeError"
@@ -361,3 +362,23 @@ def test_keygen_output_never_overwrites_a_key(tmp_path: Path) -> None:
     result = invoke(["keygen", "--output", str(path)])
     assert_one_line_error(result, 2, str(path), "exists", "never overwrites")
     assert path.read_text() == "the old key\n"
+
+
+def test_help_imports_no_driver_no_sdk_and_no_service() -> None:
+    """`login-etl --help` (and every CronJob or Airflow drain's first step) pays only for
+    click and the settings: the database driver, boto3, rich and the loop load when a
+    command needs them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from login_etl.cli import cli\n"
+        "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ('psycopg', 'boto3', 'botocore', 'rich', 'prometheus_client', 'pyiceberg',"
+        " 'login_etl.service', 'login_etl.pipeline')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]", out

@@ -6,11 +6,10 @@ handling; `worker` and `pii` add their commands to the group when imported.
 
 from __future__ import annotations
 
-from login_etl import service
 from login_etl.cli import pii, worker
 from login_etl.cli.app import PIPELINE, cli
 
-__all__ = ["PIPELINE", "cli", "main", "pii", "service", "worker"]
+__all__ = ["PIPELINE", "cli", "main", "pii", "worker"]
 
 
 def main() -> None:

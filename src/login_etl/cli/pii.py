@@ -14,11 +14,8 @@ from typing import Any
 
 import click
 
-from login_etl import recovery, render, service
 from login_etl.cli.app import F, Failure, cli, load, settings_options
 from login_etl.errors import ConfigError
-from login_etl.masking import generate_key
-from login_etl.reveal import escape
 
 
 @cli.command()
@@ -37,6 +34,9 @@ from login_etl.reveal import escape
 )
 def keygen(kms_key_id: str | None, output: Path | None) -> None:
     """Print a new random 512-bit master key for LOGIN_ETL_MASKING_KEY."""
+    from login_etl.masking import generate_key
+    from login_etl.reveal import escape
+
     if kms_key_id is None:
         key = generate_key()
     else:
@@ -116,6 +116,9 @@ def unmask(
     characters are printed escaped (\\xNN), a backslash as \\\\. An audit
     row is committed before anything is printed.
     """
+    from login_etl import recovery, render
+    from login_etl.reveal import escape
+
     settings = load(flags, *UNMASK)
     why = recovery.Purpose(purpose, actor)
     if user_id is not None:
@@ -173,6 +176,8 @@ def rejects_list(
     **flags: Any,
 ) -> None:
     """Rejections by reason and the most recent message ids."""
+    from login_etl import recovery, render
+
     settings = load(flags, "database_url", "masking_key", "masking_old_keys")
     counts, recent = recovery.list_rejections(
         settings,
@@ -192,6 +197,8 @@ def rejects_list(
 @click.option("--reason", help="Only rejections with this reason.")
 def rejects_replay(reason: str | None, **flags: Any) -> None:
     """Re-run stored rejections through the current rules; load what passes now."""
+    from login_etl import service
+
     settings = load(
         flags,
         "database_url",
@@ -210,6 +217,8 @@ def rejects_replay(reason: str | None, **flags: Any) -> None:
 
 def _unreadable(bodies: list[tuple[str, str]]) -> None:
     """One line on stderr per sealed body that did not open, then exit 1 if there were any."""
+    from login_etl.reveal import escape
+
     for message_id, why in bodies:
         click.echo(f"login-etl: message {escape(message_id)}: {why}", err=True)
     if bodies:
@@ -224,6 +233,8 @@ def rekey(**flags: Any) -> None:
     With the lake on, the lake's masks are rewritten too (only the files holding
     old masks, each streamed in batches; a snapshot per date).
     """
+    from login_etl import service
+
     settings = load(flags, "database_url", "masking_key", "masking_old_keys", "lake_warehouse")
     result = service.rekey_masks(settings)
     click.echo(f"rewrote {result.rows} rows and {result.bodies} rejected bodies")
@@ -251,5 +262,8 @@ def grant_role(kind: str, role: str, **flags: Any) -> None:
     init-db. A role that can read past privileges or raise its own
     (superuser, CREATEROLE, pg_read_all_data, ...) is refused.
     """
+    from login_etl import recovery
+    from login_etl.reveal import escape
+
     recovery.grant_role(load(flags, "database_url"), kind, role)
     click.echo(f"role {escape(role)} now has the {kind} privileges")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from login_etl import logs, service
+from login_etl import logs
 from login_etl.cli.app import PIPELINE, cli, load, settings_options
 from login_etl.errors import ConfigError
 from login_etl.lake import TARGET_FILE_MB
@@ -21,6 +21,8 @@ from login_etl.lake import TARGET_FILE_MB
 @click.option("--max-messages", type=click.IntRange(min=1), help="Stop after N messages.")
 def run(drain: bool, max_messages: int | None, **flags: Any) -> None:
     """Consume the queue into PostgreSQL until stopped (SIGINT/SIGTERM) or drained."""
+    from login_etl import service
+
     settings = load(flags, *PIPELINE)
     logs.configure(settings.log_format, settings.log_level)
     service.run(settings, drain=drain, max_messages=max_messages)
@@ -30,6 +32,8 @@ def run(drain: bool, max_messages: int | None, **flags: Any) -> None:
 @settings_options("database_url")
 def init_db(**flags: Any) -> None:
     """Create user_logins (if absent) and the service's own tables."""
+    from login_etl import service
+
     service.init_db(load(flags, "database_url"))
     click.echo(
         "schema ready: user_logins, user_logins_rejected, login_etl_ledger, "
@@ -49,6 +53,7 @@ def init_db(**flags: Any) -> None:
 @click.option("--random-seed", type=int, help="Seed for --synthetic (repeatable runs).")
 def seed(file: Path | None, count: int | None, random_seed: int | None, **flags: Any) -> None:
     """Send JSON records (array or JSON lines, optionally gzipped) to the queue."""
+    from login_etl import service
     from login_etl.dev.seed import read_records, synthetic
 
     if (file is None) == (count is None):
@@ -123,6 +128,8 @@ def status(as_json: bool, **flags: Any) -> None:
 @click.option("--force", is_flag=True, help="Allow a --retention shorter than the queue's own.")
 def prune(retention: int | None, dry_run: bool, force: bool, **flags: Any) -> None:
     """Forget ledger entries older than the queue's retention period (plus a day)."""
+    from login_etl import service
+
     settings = load(flags, "queue_url", "sqs_protocol", "database_url")
     n, secs = service.prune_ledger(settings, retention=retention, dry_run=dry_run, force=force)
     verb = "would prune" if dry_run else "pruned"
