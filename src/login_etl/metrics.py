@@ -137,7 +137,7 @@ class Metrics:
             ProcessCollector,
         )
 
-        self.registry = reg = registry or CollectorRegistry()
+        self.registry = reg = registry if registry is not None else CollectorRegistry()
         ProcessCollector(registry=reg)
         PlatformCollector(registry=reg)
         GCCollector(registry=reg)
