@@ -59,12 +59,15 @@ def hung(pg: LocalPostgres) -> Iterator[None]:
     """The whole server stopped (SIGSTOP) inside the block, continued after it."""
     pids = server_processes(pg)
     for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+        # A backend may end between being listed and being stopped: nothing to stop then.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
     try:
         yield
     finally:
         for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def wait_for(condition, what: str, timeout: float = 60) -> None:
