@@ -151,8 +151,8 @@ def test_run_refuses_a_database_newer_than_it_knows(etl_env) -> None:
         f"login-etl: error: the database schema is version {newer}; this login-etl knows up to "
         f"{schema.latest()}: upgrade login-etl"
     )
-    for flags in ((), ("--no-init-db",)):
-        done = cli(etl_env.vars(), "run", "--drain", *flags)
+    for args in (("init-db",), ("run", "--drain"), ("run", "--drain", "--no-init-db")):
+        done = cli(etl_env.vars(), *args)
         assert done.returncode == 2, done.stderr
         assert error_lines(done.stderr) == [expected]
         assert "Traceback" not in done.stderr
