@@ -8,7 +8,7 @@ values, and the stated purpose. The row never holds the values. If the write
 fails, the command stops there and reveals nothing.
 
 The row is written through the database function
-``login_etl_record_pii_access`` (sql/schema.sql): PostgreSQL sets the time
+``login_etl_record_pii_access`` (sql/migrations/0001_schema.sql): PostgreSQL sets the time
 and the role, and forces a durable commit; no role but the owner may write
 the table directly.
 """

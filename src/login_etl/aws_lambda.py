@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
-from login_etl import ledger, logs, secretenv
+from login_etl import ledger, logs, schema, secretenv
 from login_etl.errors import ConfigError, LoginEtlError, RetryableError, SinkUnavailable
 from login_etl.masking import Masker
 from login_etl.pgsink import PostgresSink, deadline
@@ -303,6 +303,7 @@ class Handler:
             session(self._settings.database_url, connect_timeout=seconds) as conn,
             deadline(conn, seconds - (time.monotonic() - started)),
         ):
+            schema.check(conn)  # init-db is the owner's job, never the handler's
             check_keys(conn, masker)
 
     def _emit(

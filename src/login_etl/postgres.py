@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from login_etl import redact
+from login_etl import redact, schema
 from login_etl.errors import ConfigError, DatabaseError, LoginEtlError, SinkUnavailable
 from login_etl.sqlfiles import query
 
@@ -213,19 +213,19 @@ def _describe(exc: psycopg.Error) -> str:
 
 
 def init_schema(conn: psycopg.Connection[Any]) -> None:
-    """Create `user_logins` (if absent) and the service's own tables; idempotent.
+    """Bring the schema to the version this code knows (`schema.upgrade`): on a new
+    database, `user_logins` (if absent) and the service's own tables.
 
     A role without DDL rights (a writer, as `login-etl grant writer` makes it)
     is told how to split the work, not sent back to `grant`.
     """
     try:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(query("schema_lock"))
-            cur.execute(query("schema"))
-            cur.execute(query("lake_schema"))  # the lake's outbox and catalog (login_etl.lake)
+        applied = schema.upgrade(conn)
     except psycopg.errors.InsufficientPrivilege as exc:
         raise ConfigError(
             "init-db: this database role may not create or alter tables (a writer role has "
             "no DDL): run `login-etl init-db` once as the tables' owner, and run workers "
             "with --no-init-db (LOGIN_ETL_INIT_DB=false)"
         ) from exc
+    if applied:
+        log.info("schema upgraded", extra={"fields": {"versions": applied}})

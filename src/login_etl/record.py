@@ -12,16 +12,16 @@ is kept. From it, by name, never by position:
 * the parser's length limits (`events.MAX_LENGTHS`).
 
 Where a column is kept (`Kept`): a `user_logins` column (the fixed contract
-of ``sql/schema.sql``), carried by every batch for the ledger (the message's
-id and send time), or in the lake alone (staged only with the lake on). Every
+of ``sql/migrations/0001_schema.sql``), carried by every batch for the
+ledger (the message's id and send time), or in the lake alone (staged only with the lake on). Every
 column is in the lake.
 
 To add a column: declare it here, and give `transform.Row` the field that
 carries its value (and `transform` the line that fills it). The declaration
-shapes statements and new tables only: an existing database needs a
-migration that adds it to ``login_etl_lake_outbox`` (``sql/lake_schema.sql``
-for new ones), and an existing Iceberg table a schema update under the
-column's new `lake_id`.
+shapes statements and new tables only: the database needs a new migration
+(``sql/migrations/NNNN_*.sql``, `login_etl.schema`) that adds it to
+``login_etl_lake_outbox``, and an existing Iceberg table a schema update
+under the column's new `lake_id`.
 `user_logins` is a fixed contract: it takes no new column.
 """
 

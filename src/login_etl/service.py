@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from login_etl import health, ledger, rejects
+from login_etl import health, ledger, rejects, schema
 from login_etl.config import Settings
 from login_etl.errors import ConfigError, RetryableError
 from login_etl.masking import Masker
@@ -273,7 +273,8 @@ def seed(settings: Settings, bodies: Sequence[str]) -> int:
 
 
 class KeyCheck:
-    """`rekey.check_keys` for a worker: refuse keys that made none of the stored masks.
+    """`rekey.check_keys` for a worker: refuse keys that made none of the stored masks
+    (and, first, a schema version other than this code's: `schema.check`).
 
     It runs at start when PostgreSQL answers; a replica started while the
     database is down (no init-db) starts receiving anyway, and the check runs
@@ -291,6 +292,7 @@ class KeyCheck:
         """Run the check (once it has passed, never again)."""
         if not self._done:
             with session(self._url) as conn, deadline(conn, self._timeout):
+                schema.check(conn)  # the version this code knows, before anything is read
                 check_keys(conn, self._masker)
             self._done = True
 

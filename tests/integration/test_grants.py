@@ -230,6 +230,7 @@ def test_granting_is_idempotent_and_exact(etl_env, roles, initialised) -> None:
         roles["writer"],
     )
     expected = [("user_logins", p) for p in ("INSERT", "SELECT")]
+    expected += [("login_etl_schema_version", "SELECT")]  # checked before the first write
     expected += [("login_etl_lake_outbox", p) for p in ("DELETE", "INSERT", "SELECT")]
     for table in (
         "login_etl_ledger",

@@ -81,6 +81,7 @@ NOT_METRICS = {
     "login_etl_pii_access",
     "login_etl_lake_outbox",
     "login_etl_drain",
+    "login_etl_schema_version",
 }
 
 _SERIES = re.compile(r"\b((?:login_etl|process)_[a-z_]+|up)\b\s*(\{[^{}]*\})?")

@@ -17,7 +17,8 @@ from login_etl.lake import iceberg
 from login_etl.masking import MASK_MAX_CHARS
 from login_etl.pgsink import Staging
 from login_etl.record import COLUMNS, Column, Kept, Source
-from login_etl.sqlfiles import query, statement
+from login_etl.schema import migrations
+from login_etl.sqlfiles import statement
 from login_etl.transform import Row
 from tests.oracle import USER_LOGINS_DDL
 
@@ -50,14 +51,19 @@ def table_columns(text: str, table: str) -> list[tuple[str, str]]:
     return out
 
 
+def migration_text(version: int) -> str:
+    """The SQL of migration `version` (1 creates user_logins, 2 the lake's outbox)."""
+    return migrations()[version - 1].text
+
+
 def test_user_logins_columns_are_the_brief_ddl_in_order() -> None:
     declared = [(c.name, c.sql_type) for c in record.user_logins()]
     assert declared == table_columns(USER_LOGINS_DDL, "user_logins")
-    assert declared == table_columns(query("schema"), "user_logins")  # what init-db creates
+    assert declared == table_columns(migration_text(1), "user_logins")  # what init-db creates
 
 
 def test_outbox_ddl_has_every_lake_column_by_name_type_and_nullability() -> None:
-    outbox = dict(table_columns(query("lake_schema"), "login_etl_lake_outbox"))
+    outbox = dict(table_columns(migration_text(2), "login_etl_lake_outbox"))
     for own in ("xid", "id", "loaded_at"):  # the outbox's bookkeeping
         outbox.pop(own)
     expected = {}

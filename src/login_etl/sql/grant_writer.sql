@@ -7,6 +7,8 @@
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role};
 GRANT SELECT, INSERT ON user_logins TO {role};
+-- The schema's version, checked before the first write (login_etl.schema).
+GRANT SELECT ON login_etl_schema_version TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON login_etl_ledger, user_logins_rejected TO {role};
 -- The lake stage: the outbox written with each batch and drained by the lake
 -- writer, and the Iceberg SQL catalog its commits update.
