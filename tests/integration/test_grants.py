@@ -346,6 +346,14 @@ OVERREACH = {
         "ALTER ROLE {r} NOINHERIT; GRANT pg_read_all_data TO {r}",
         "member of pg_read_all_data",
     ),
+    "alter-system-parameter": (
+        "GRANT ALTER SYSTEM ON PARAMETER archive_command TO {r}",
+        "may ALTER SYSTEM parameter archive_command",
+    ),
+    "set-parameter-via-membership": (
+        "GRANT SET ON PARAMETER session_replication_role TO {other}; GRANT {other} TO {r}",
+        "may SET parameter session_replication_role",
+    ),
     "attribute-via-membership": (
         "ALTER ROLE {other} CREATEROLE; GRANT {other} TO {r}",
         "which has CREATEROLE",
