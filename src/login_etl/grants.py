@@ -98,6 +98,17 @@ def _why_not(
     return refusal(memberships)
 
 
+def _schema_refusal(found: tuple[Any, ...] | None) -> str | None:
+    """Why CREATE on another schema (sql/grant_schemas.sql) disqualifies, or None."""
+    if found is None:
+        return None
+    return (
+        f"that role may create objects in schema {escape(found[0])}, which another role's"
+        " search path can reach before the service's tables; grant to a role without"
+        " CREATE there"
+    )
+
+
 def _parameter_refusal(found: psycopg.Cursor[Any]) -> str | None:
     """Why a privilege on a superuser's setting (PostgreSQL 15) disqualifies, or None.
 
@@ -127,6 +138,9 @@ def grant(conn: psycopg.Connection[Any], kind: str, role: str) -> None:
         owns_tables, owns_schema, owns_database, database, schema = found
         memberships = conn.execute(query("grant_memberships"), {"role": role}).fetchall()
         why = _why_not(memberships, owns_tables, owns_schema, owns_database, schema)
+        if why is None:
+            other = conn.execute(query("grant_schemas"), {"role": role, "schema": schema})
+            why = _schema_refusal(other.fetchone())
         if why is None and conn.info.server_version >= 150000:
             why = _parameter_refusal(conn.execute(query("grant_parameters"), {"role": role}))
         if why is not None:
