@@ -98,6 +98,35 @@ def _why_not(
     return refusal(memberships)
 
 
+def _schema_refusal(found: tuple[Any, ...] | None) -> str | None:
+    """Why CREATE on another schema (sql/grant_schemas.sql) disqualifies, or None."""
+    if found is None:
+        return None
+    return (
+        f"that role may create objects in schema {escape(found[0])}, which another role's"
+        " search path can reach before the service's tables; grant to a role without"
+        " CREATE there"
+    )
+
+
+def _parameter_refusal(found: psycopg.Cursor[Any]) -> str | None:
+    """Why a privilege on a superuser's setting (PostgreSQL 15) disqualifies, or None.
+
+    ALTER SYSTEM sets archive_command, a program the server runs as its
+    operating-system user; SET session_replication_role = replica skips
+    triggers, SET log_statement = none hides statements from the log.
+    """
+    row = found.fetchone()
+    if row is None:
+        return None
+    privilege, parameter = row
+    return (
+        f"that role may {privilege} parameter {escape(parameter)}, a superuser's setting"
+        " (ALTER SYSTEM runs programs through archive_command; SET can skip triggers"
+        " or the statement log); grant to a role without it"
+    )
+
+
 def grant(conn: psycopg.Connection[Any], kind: str, role: str) -> None:
     """Give `role` exactly the `kind` set of privileges, in one transaction."""
     if kind not in ROLES:
@@ -109,6 +138,11 @@ def grant(conn: psycopg.Connection[Any], kind: str, role: str) -> None:
         owns_tables, owns_schema, owns_database, database, schema = found
         memberships = conn.execute(query("grant_memberships"), {"role": role}).fetchall()
         why = _why_not(memberships, owns_tables, owns_schema, owns_database, schema)
+        if why is None:
+            other = conn.execute(query("grant_schemas"), {"role": role, "schema": schema})
+            why = _schema_refusal(other.fetchone())
+        if why is None and conn.info.server_version >= 150000:
+            why = _parameter_refusal(conn.execute(query("grant_parameters"), {"role": role}))
         if why is not None:
             raise ConfigError(why)
         names = {

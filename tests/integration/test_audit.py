@@ -197,6 +197,51 @@ def test_the_database_fills_time_and_role_and_refuses_forged_rows(
     ) == [(True, "postgres")]
 
 
+RECORD = (
+    "SELECT db_role, accessed_at FROM login_etl_record_pii_access("
+    "'alice', 'unmask --field', 'ip', 1, 'direct call', NULL)"
+)
+
+
+def test_a_replica_session_still_gets_its_own_role(etl_env, initialised, role, pg_server) -> None:
+    # Allowed to set session_replication_role (a superuser's grant), the
+    # recovery role's calls still pass the trigger: db_role is its own, not the
+    # owner's (the column default, inside the SECURITY DEFINER function).
+    grant_recovery(etl_env, role)
+    as_owner(
+        pg_server.url,
+        sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}").format(
+            sql.Identifier(role)
+        ),
+    )
+    try:
+        with psycopg.connect(url_as(initialised, role), autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")
+            row = conn.execute(RECORD).fetchone()
+            assert row is not None and row[0] == role
+    finally:
+        as_owner(
+            pg_server.url,
+            sql.SQL("REVOKE SET ON PARAMETER session_replication_role FROM {}").format(
+                sql.Identifier(role)
+            ),
+        )
+    assert query(initialised, "SELECT db_role FROM login_etl_pii_access") == [(role,)]
+
+
+def test_a_call_late_in_a_long_transaction_is_not_backdated(etl_env, initialised, role) -> None:
+    grant_recovery(etl_env, role)
+    with psycopg.connect(url_as(initialised, role)) as conn:
+        began: datetime = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        # Wait until the clock has moved past the transaction's start.
+        while conn.execute("SELECT clock_timestamp() <= %s", (began,)).fetchone()[0]:  # type: ignore[index]
+            pass
+        conn.execute(RECORD)
+        conn.commit()
+    ((at,),) = query(initialised, "SELECT accessed_at FROM login_etl_pii_access")
+    assert at > began
+
+
 # -- the actor -------------------------------------------------------------------------
 
 

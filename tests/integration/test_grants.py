@@ -346,6 +346,14 @@ OVERREACH = {
         "ALTER ROLE {r} NOINHERIT; GRANT pg_read_all_data TO {r}",
         "member of pg_read_all_data",
     ),
+    "alter-system-parameter": (
+        "GRANT ALTER SYSTEM ON PARAMETER archive_command TO {r}",
+        "may ALTER SYSTEM parameter archive_command",
+    ),
+    "set-parameter-via-membership": (
+        "GRANT SET ON PARAMETER session_replication_role TO {other}; GRANT {other} TO {r}",
+        "may SET parameter session_replication_role",
+    ),
     "attribute-via-membership": (
         "ALTER ROLE {other} CREATEROLE; GRANT {other} TO {r}",
         "which has CREATEROLE",
@@ -390,6 +398,27 @@ def test_grant_refuses_an_owner_of_what_the_set_protects(
     done = cli(etl_env.vars(), "grant", "analyst", roles["analyst"])
     assert done.returncode == 2 and fragment in done.stderr, done.stderr
     as_superuser(pg_server, etl_env.database_url, "ALTER SCHEMA public OWNER TO pg_database_owner")
+
+
+def test_grant_refuses_a_role_that_can_plant_objects_in_another_roles_path(
+    etl_env, roles, initialised, pg_server
+) -> None:
+    # A schema named after the writer comes first in the writer's search path
+    # ("$user", public): its owner's tables would stand in for the service's.
+    analyst, writer = roles["analyst"], roles["writer"]
+    url = etl_env.database_url
+    as_superuser(pg_server, url, "CREATE SCHEMA {w} AUTHORIZATION {a}", w=writer, a=analyst)
+    try:
+        done = cli(etl_env.vars(), "grant", "analyst", analyst)
+        assert done.returncode == 2, done.stdout
+        (line,) = done.stderr.strip().splitlines()
+        assert f"may create objects in schema {writer}" in line, line
+        # Its own schema reaches only its own sessions: accepted.
+        as_superuser(pg_server, url, "ALTER SCHEMA {w} RENAME TO {a}", w=writer, a=analyst)
+        owner_grants(etl_env, "analyst", analyst)
+    finally:
+        as_superuser(pg_server, url, "DROP SCHEMA IF EXISTS {w} CASCADE", w=writer)
+        as_superuser(pg_server, url, "DROP SCHEMA IF EXISTS {a} CASCADE", a=analyst)
 
 
 def test_grant_refuses_the_databases_owner(etl_env, roles, initialised, pg_server) -> None:
