@@ -140,6 +140,15 @@ def db(database_url: str) -> str:
     return database_url
 
 
+def drop_connection(url: str) -> int:
+    """End the handler's one connection, as a database restart or an idle cut would;
+    return its backend's pid."""
+    [pid] = backend_pids(url)
+    assert scalar(url, "SELECT pg_terminate_backend(%s)", pid)
+    wait_for(lambda: pid not in backend_pids(url), 10, "the backend to end")
+    return pid
+
+
 def backend_pids(url: str) -> list[int]:
     return [
         r[0]
@@ -318,9 +327,7 @@ def test_a_dropped_connection_is_replaced_without_failing_the_invocation(
 ) -> None:
     handler = make_handler(db)
     assert failures(handler(delivered(sqs_client, queue_url, [event(1)]), Context())) == []
-    [pid] = backend_pids(db)
-    assert scalar(db, "SELECT pg_terminate_backend(%s)", pid)
-    wait_for(lambda: pid not in backend_pids(db), 10, "the backend to end")
+    pid = drop_connection(db)
     ev = delivered(sqs_client, queue_url, [event(i) for i in range(2, 6)])
     assert failures(handler(ev, Context())) == []
     assert counts(db) == (5, 0, 5)
@@ -631,9 +638,7 @@ def test_a_reconnect_to_a_silent_server_is_given_only_the_time_left(
         handler = make_handler(relay.url)
         assert failures(handler(delivered(sqs_client, queue_url, [event(0)]), Context())) == []
         relay.silent.set()
-        [pid] = backend_pids(db)
-        assert scalar(db, "SELECT pg_terminate_backend(%s)", pid)
-        wait_for(lambda: pid not in backend_pids(db), 10, "the backend to end")
+        drop_connection(db)
         ev = delivered(sqs_client, queue_url, [event(i) for i in range(1, 4)])
         call, answer = call_in_thread(handler, ev, Context(remaining_ms=5_000))
         call.join(60)
@@ -699,9 +704,7 @@ def test_a_slow_reconnect_leaves_the_write_only_what_remains(
         assert failures(handler(delivered(sqs_client, queue_url, [event(0)]), Context())) == []
         slow_inserts(db, 0.5)  # ten rows: five seconds of INSERT
         relay.latency = 2.0
-        [pid] = backend_pids(db)
-        assert scalar(db, "SELECT pg_terminate_backend(%s)", pid)
-        wait_for(lambda: pid not in backend_pids(db), 10, "the backend to end")
+        drop_connection(db)
         ev = delivered(sqs_client, queue_url, [event(i) for i in range(1, 11)])
         call, answer = call_in_thread(handler, ev, Context(remaining_ms=4_500))
         call.join(60)
