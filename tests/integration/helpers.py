@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,8 +24,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from psycopg import sql
 
+from login_etl.cli import cli as login_etl_cli
 from login_etl.masking import Masker, decode_key
 from login_etl.pgsink import PostgresSink
 from login_etl.sink import Batch
@@ -318,6 +321,32 @@ def cli(
         text=True,
         timeout=timeout,
         **kw,
+    )
+
+
+def cli_in_process(
+    env: dict[str, str], *args: str, input: str | None = None, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`cli` without the process: the same command through click's CliRunner, with
+    exactly `env` as the environment, its exit code, stdout and stderr.
+
+    For tests about what a command does and prints, where starting a Python (~0.4 s
+    of CPU) proves nothing; signals, exit by a real process and start-up keep `cli`.
+    An exception that escapes the command is shown as the traceback a process would
+    print, with exit 1. `timeout` is accepted for `cli`'s callers; the test's own
+    timeout (pytest-timeout) bounds the call instead.
+    """
+    del timeout
+    unset: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    result = CliRunner().invoke(
+        login_etl_cli, list(args), env={**unset, **env}, input=input, prog_name="login-etl"
+    )
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        assert result.exc_info is not None
+        stderr += "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess(
+        ["login-etl", *args], result.exit_code, result.stdout, stderr
     )
 
 

@@ -25,7 +25,8 @@ from login_etl import audit
 from login_etl.cli import cli as login_etl
 from login_etl.masking import Masker, decode_key
 
-from .helpers import cli, query, revealing_commands, scalar
+from .helpers import cli_in_process as cli  # what a command does; the process: test_secrets
+from .helpers import query, revealing_commands, scalar
 
 WHY = ("--purpose", "SEC-7: audit check")
 IP = "203.0.113.9"

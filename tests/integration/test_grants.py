@@ -18,7 +18,8 @@ from psycopg import errors, sql
 
 from login_etl.lake.table import Lake
 
-from .helpers import cli, event, query, scalar, send
+from .helpers import cli_in_process as cli  # what a command does; the process: test_secrets
+from .helpers import event, query, scalar, send
 
 _names = itertools.count()
 WHY = ("--purpose", "grant check")

@@ -17,7 +17,8 @@ import pytest
 from login_etl.dev.local import free_port
 from login_etl.masking import Masker, generate_key, key_id
 
-from .helpers import cli, event, query, send
+from .helpers import cli_in_process as cli  # what a command does; the process: test_secrets
+from .helpers import event, query, send
 
 WHY = ("--purpose", "kms check")
 # Written out, not imported: keys made by earlier releases carry this context.

@@ -38,8 +38,8 @@ from login_etl.sqs import SqsSource
 from login_etl.transform import transform
 
 from .helpers import LAKE_DAY as DAY
+from .helpers import cli_in_process as cli  # what a command does; the process: test_secrets
 from .helpers import (
-    cli,
     dump_text,
     lake_records,
     load_directly,

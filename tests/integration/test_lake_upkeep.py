@@ -30,9 +30,10 @@ from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.sqlfiles import query as named_query
 
 from .helpers import LAKE_DAY as DAY
-from .helpers import cli, lake_records, load_directly, query, scalar
+from .helpers import cli_in_process as cli  # what a command does; the process: test_secrets
 from .helpers import lake_event as event
 from .helpers import lake_flush as flush
+from .helpers import lake_records, load_directly, query, scalar
 
 both = pytest.mark.parametrize("warehouse", ["file", "s3"], indirect=True)
 PER_FILE = 1500  # records per writer pass: big enough that a file is mostly data

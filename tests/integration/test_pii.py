@@ -14,7 +14,8 @@ import pytest
 
 from login_etl.masking import Masker, decode_key
 
-from .helpers import cli, dump_text, event, query, revealing_commands, scalar, send
+from .helpers import cli_in_process as cli  # what a command does; the process: test_secrets
+from .helpers import dump_text, event, query, revealing_commands, scalar, send
 
 WHY = ("--purpose", "ticket SEC-42: account takeover report")
 AUDIT = (

@@ -12,8 +12,9 @@ from login_etl.postgres import session
 from login_etl.rejects import ReplayResult, replay
 from login_etl.sqlfiles import query as sql_text
 
-from .helpers import REFUSE_POISON, cli, event, query, scalar, send
+from .helpers import REFUSE_POISON, event, query, scalar, send
 from .helpers import USER_LOGINS_DDL as DDL
+from .helpers import cli_in_process as cli  # what a command does; the process: test_secrets
 
 TRIGGER = REFUSE_POISON
 

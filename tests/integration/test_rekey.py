@@ -13,7 +13,8 @@ import psycopg
 from login_etl.masking import Masker, decode_key, generate_key, key_id
 
 from .helpers import USER_LOGINS_DDL as DDL
-from .helpers import cli, event, query, send, wait_for
+from .helpers import cli_in_process as cli  # what a command does; the process: test_secrets
+from .helpers import event, query, send, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

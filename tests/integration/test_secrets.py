@@ -20,7 +20,7 @@ from psycopg import sql
 from login_etl.dev.local import LocalPostgres
 
 from .conftest import unique_name
-from .helpers import cli
+from .helpers import Env, cli, cli_in_process
 
 PASSWORD = "pw-" + secrets.token_urlsafe(16)
 
@@ -96,16 +96,17 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("fmt", ["text", "json"])
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_no_password_in_any_output(scram_pg, scram_db, etl_env, command: str, fmt: str) -> None:
-    for name, (url, code) in urls(scram_pg, scram_db).items():
+def check_no_password(
+    pg: LocalPostgres, dbname: str, env: Env, command: str, fmt: str, run
+) -> None:
+    """Every wrong URL through `command`: no password anywhere, one error line, its exit code."""
+    for name, (url, code) in urls(pg, dbname).items():
         if command != "run" and name == "unreachable":
             code = 1  # admin commands do not retry: one attempt, exit 1
-        env = etl_env.vars(
+        env_vars = env.vars(
             LOGIN_ETL_DATABASE_URL=url, LOGIN_ETL_LOG_FORMAT=fmt, LOGIN_ETL_MAX_RETRY_TIME="2"
         )
-        done = cli(env, *COMMANDS[command], timeout=60)
+        done = run(env_vars, *COMMANDS[command])
         output = done.stdout + done.stderr
         assert PASSWORD not in output, (name, output)
         assert PASSWORD[::-1] not in output, (name, output)
@@ -115,6 +116,22 @@ def test_no_password_in_any_output(scram_pg, scram_db, etl_env, command: str, fm
         assert last.startswith("login-etl: error: "), (name, output)
         if code == 2:
             assert "retrying" not in output, (name, output)  # never retried
+
+
+# In-process: what each command prints and its exit code are the subject here, and
+# 120 Python start-ups would prove nothing more. The real process is checked below.
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_password_in_any_output(scram_pg, scram_db, etl_env, command: str, fmt: str) -> None:
+    check_no_password(scram_pg, scram_db, etl_env, command, fmt, cli_in_process)
+
+
+def test_no_password_from_a_real_process(scram_pg, scram_db, etl_env) -> None:
+    """The same for a real `login-etl run`: what only a process prints (start-up, an
+    uncaught exception, interpreter exit) and its exit status."""
+    check_no_password(
+        scram_pg, scram_db, etl_env, "run", "text", lambda env, *args: cli(env, *args, timeout=60)
+    )
 
 
 def test_the_right_password_from_a_file_works(scram_pg, scram_db, etl_env, tmp_path) -> None:
