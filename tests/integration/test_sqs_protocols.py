@@ -61,7 +61,10 @@ def test_the_brief_records_load_alike_through_either_protocol(
         assert seeded.stdout.strip() == "sent 100 messages"
         log = drain(env.vars())
         stats = stats_line(log)
-        assert (stats["loaded"], stats["rejected"], stats["duplicates"]) == (99, 1, 0), log
+        assert (stats["loaded"], stats["rejected"]) == (99, 1), log
+        # moto, like SQS, may hand one message to two concurrent receives: a second
+        # copy may only be a duplicate the ledger skipped, never a second row.
+        assert stats["duplicates"] <= stats["received"] - 100, log
         assert (FOUND_QUERY in log) == (env is query_env), log
         results.append(loaded(env))
     (json_rows, json_rejected), (query_rows, query_rejected) = results
