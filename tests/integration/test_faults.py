@@ -50,8 +50,11 @@ def test_kill_9_cycles_lose_and_duplicate_nothing(etl_env, sqs_client, workers) 
         QueueUrl=etl_env.queue_url, Attributes={"VisibilityTimeout": "2"}
     )
     # The kills are the test: twenty of them, at least five after a commit. The message
-    # count only has to keep the workers busy through them (each holds up to 200).
-    batch = make_messages(1000, seed=7, bad_rate=0.015)
+    # count only has to keep the workers busy through them (each holds up to 200, the
+    # producer keeps up to 250 in the queue). Killed workers get through ~40 messages a
+    # cycle, so 1000 kept the loop going well past twenty kills (and past its 240 s
+    # bound on a loaded machine, with 500-600 sent) without any further kind of kill.
+    batch = make_messages(600, seed=7, bad_rate=0.015)
     assert 10 <= len(batch.bad) <= 60
     producer = Producer(sqs_client, etl_env.queue_url, batch.bodies, max_depth=250)
     producer.start()
