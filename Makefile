@@ -40,9 +40,11 @@ dist: $(DEMO_STAMP)
 	rm -rf dist build
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 
-# One pytest worker per core, each with its own PostgreSQL and moto; the fault
-# tests share one worker (xdist_group "faults"), one after another.
-PYTEST_WORKERS ?= auto
+# One pytest worker per core plus one, each with its own PostgreSQL and moto. The
+# fault tests share one worker (xdist_group "faults"), one after another; they
+# mostly wait (outages, kills, retry budgets), so the extra worker keeps every core
+# busy with the other tests meanwhile.
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 
 test: $(STAMP)
 	$(BIN)/pytest tests/unit tests/integration -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
