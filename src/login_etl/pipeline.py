@@ -42,13 +42,14 @@ class Options:
     """How the loop runs. Durations are in seconds.
 
     `service.pipeline_options` fills these from `config.Settings`; nothing
-    else should build them by hand outside tests.
+    else should build them by hand outside tests. A field that is a setting
+    has the setting's name; the others are listed in `LOOP_ONLY`.
     """
 
     concurrency: int = 4
     batch_size: int = 500
-    batch_wait: float = 1.0
-    wait_seconds: int = 20
+    batch_wait_seconds: float = 1.0
+    wait_time: int = 20
     max_in_flight: int = 2000
     drain: bool = False
     max_messages: int | None = None
@@ -65,6 +66,20 @@ class Options:
     # block before failing on their own (client timeouts): what liveness allows them.
     source_timeout: float = 60.0
     sink_timeout: float = 60.0
+
+
+# The Options fields that are no setting: given per run, derived, or for tests.
+LOOP_ONLY = frozenset(
+    {
+        "drain",
+        "max_messages",
+        "heartbeat",
+        "visibility_timeout",
+        "lake",
+        "source_timeout",
+        "sink_timeout",
+    }
+)
 
 
 class Pipeline:
@@ -170,7 +185,9 @@ class Pipeline:
         try:
             # On stop, the batch being collected is finished; the rest is released.
             while not self._stopping.is_set():
-                with waits.bounded(opts.batch_wait + 0.2):  # see the take timeouts in _collect
+                with waits.bounded(
+                    opts.batch_wait_seconds + 0.2
+                ):  # see the take timeouts in _collect
                     batch = self._collect()
                 if batch:
                     self._process(batch, deleter)
@@ -218,7 +235,7 @@ class Pipeline:
         waits = self.stats.waits
         backoff: Backoff | None = None
         # Draining polls briefly so every receiver notices the empty queue soon.
-        wait = min(opts.wait_seconds, 1) if opts.drain else opts.wait_seconds
+        wait = min(opts.wait_time, 1) if opts.drain else opts.wait_time
         while not self._stopping.is_set() and not self._source_done.is_set():
             with waits.bounded(0.2):
                 want = self._hand.reserve(SQS_BATCH_MAX, timeout=0.2)
@@ -265,12 +282,12 @@ class Pipeline:
     # -- writer ----------------------------------------------------------
 
     def _collect(self) -> list[Message]:
-        """Up to batch_size messages, waiting at most batch_wait after the first."""
+        """Up to batch_size messages, waiting at most batch_wait_seconds after the first."""
         opts = self.options
         batch = self._hand.take(timeout=0.1)
         if not batch:
             return []
-        deadline = time.monotonic() + opts.batch_wait
+        deadline = time.monotonic() + opts.batch_wait_seconds
         while len(batch) < opts.batch_size and not self._stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:

@@ -46,8 +46,8 @@ def pipeline_options(
     return Options(
         concurrency=settings.concurrency,
         batch_size=settings.batch_size,
-        batch_wait=settings.batch_wait_seconds,
-        wait_seconds=settings.wait_time,
+        batch_wait_seconds=settings.batch_wait_seconds,
+        wait_time=settings.wait_time,
         max_in_flight=settings.max_in_flight,
         drain=drain,
         max_messages=max_messages,
