@@ -8,6 +8,11 @@ Threads, all started by `Pipeline.run` and all ended before it returns::
                                                                          ▼
                      heartbeat: extends leases (`Leases`)   deleter pool: delete after commit
 
+Every message in hand belongs to one `leases.Hand`, from the slot a receiver
+reserves to its release: deleted, handed back, failed or left over at
+shutdown, it leaves through `Hand.let_go`, which gives back its slot, lease
+and count in one call.
+
 A message is deleted only after the transaction holding its row or rejection
 commits. A crash anywhere before that leaves it in the queue; the ledger
 turns its redelivery into a skip. Every call to the source or the sink is
