@@ -136,6 +136,11 @@ class Pipeline:
         """Ask the loop to finish the batch in hand and return (signal-safe)."""
         self._stopping.set()
 
+    @property
+    def stopping(self) -> threading.Event:
+        """The event `stop` sets: what a signal handler or a caller may set directly."""
+        return self._stopping
+
     def _fail(self, exc: BaseException) -> None:
         with self._fatal_lock:
             if self._fatal is None:
