@@ -8,10 +8,6 @@ proportional to the body: numbers are never converted (none is stored), and
 only names that can become stored fields are built, so a long key over
 thousands of children costs its bytes, not their product.
 
-`decode_fast` reads the same fields with msgspec, ~5× faster but blind to
-repeats (it keeps the last): its answer counts only with `keys_once`, or
-with another proof that no stored key is repeated.
-
 Problems come back as an `Invalid` whose reason is from a closed set: a
 fixed word, or a fixed word, ``:`` and a stored field name; never message
 content.
@@ -58,44 +54,7 @@ class Invalid(msgspec.Struct, frozen=True, gc=False):
     reason: str
 
 
-# -- msgspec ---------------------------------------------------------------------
-
-
-_FAST_DECODER = msgspec.json.Decoder(Values)
-# Short enough that no nesting in it (at most 512 deep) reaches a recursion limit.
-_FAST_MAX_CHARS = 1024
-_FAST_KEYS = frozenset(f'"{name}"' for name in STORED)
-# Stored keys, names of nested objects that flatten into them, and the SNS
-# type: with no backslash in the body these literals are their only spelling.
-_KEY_LITERALS = re.compile(
-    '"(?:'
-    + "|".join(sorted({*STORED, *(p[:-1] for p in _PREFIXES), "Notification"}, key=len)[::-1])
-    + ')"'
-)
-
-
-def decode_fast(body: str) -> Values | None:
-    """msgspec's view of the top-level stored fields (the last of repeats), or None.
-
-    None for what it must not or cannot read: a long body (its nesting could
-    reach the decoders' recursion limits at different depths), a backslash
-    (keys spelled with escapes), or anything msgspec refuses.
-    """
-    if len(body) > _FAST_MAX_CHARS or "\\" in body:
-        return None
-    try:
-        return _FAST_DECODER.decode(body)
-    except (ValueError, RecursionError):  # msgspec's errors and UnicodeEncodeError are ValueErrors
-        return None
-
-
-def keys_once(body: str) -> bool:
-    """True when no stored key is spelled twice and nothing needs unwrapping or flattening."""
-    found = _KEY_LITERALS.findall(body)
-    return len(found) == len(set(found)) and _FAST_KEYS.issuperset(found)
-
-
-# -- the exact decoder ------------------------------------------------------------
+# -- the decoder ------------------------------------------------------------------
 
 
 class _Object(list[tuple[str, Any]]):
@@ -182,11 +141,10 @@ def _collect(obj: _Object, prefix: str, found: dict[str, Any]) -> Invalid | None
     return None
 
 
-def exact_fields(body: str, *, fast_inner: bool, unwrap: bool = True) -> Values | Invalid:
-    """The stored fields of `body` by the exact decoder, or why there are none.
+def exact_fields(body: str, *, unwrap: bool = True) -> Values | Invalid:
+    """The stored fields of `body`, or why there are none.
 
-    An SNS envelope is unwrapped once; its message is read by msgspec when
-    `fast_inner` and `keys_once` allow it.
+    An SNS envelope is unwrapped once: its message is read the same way.
     """
     try:
         doc = _EXACT_DECODER.decode(body)
@@ -199,10 +157,7 @@ def exact_fields(body: str, *, fast_inner: bool, unwrap: bool = True) -> Values 
         if isinstance(inner, Invalid):
             return inner
         if inner is not None:
-            values = decode_fast(inner) if fast_inner and keys_once(inner) else None
-            if values is not None:
-                return values
-            return exact_fields(inner, fast_inner=fast_inner, unwrap=False)
+            return exact_fields(inner, unwrap=False)
     found: dict[str, Any] = {}
     problem = _collect(doc, "", found)
     if problem is not None:

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from login_etl import events
-from login_etl.events import STORED, parse_event, parse_event_exact
+from login_etl.events import STORED, Invalid, LoginEvent, parse_event
 from login_etl.masking import Masker
 from login_etl.source import Message
 from login_etl.transform import Rejection, Row, open_body, transform
@@ -187,4 +187,8 @@ def test_generated_shapes_end_as_a_row_or_a_rejection(shape: Any, inside_record:
     if isinstance(out, Rejection):
         assert REASON.fullmatch(out.reason) or out.reason.startswith("mask_too_long:"), out.reason
         assert open_body(masker, out.sealed_body, out.message_id) == body
-    assert parse_event(body, SENT) == parse_event_exact(body, SENT)
+    parsed = parse_event(body, SENT)  # the parser's verdict is the one the row or rejection took
+    if isinstance(out, Row):
+        assert isinstance(parsed, LoginEvent)
+    elif not out.reason.startswith("mask_too_long:"):
+        assert parsed == Invalid(out.reason)

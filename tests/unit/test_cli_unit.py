@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -380,5 +381,33 @@ def test_help_imports_no_driver_no_sdk_and_no_service() -> None:
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]", out
+
+
+def test_run_imports_no_metrics_lake_or_terminal_library_unless_configured() -> None:
+    """`login-etl run` with default settings loads neither prometheus_client (the metrics
+    port is off), pyiceberg nor pyarrow (the lake is off), nor rich (logs are JSON lines):
+    each costs start-up CPU to every worker, CronJob and Airflow drain."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from login_etl.cli import cli\n"
+        "try:\n    cli(['run', '--drain'])\nexcept SystemExit:\n    pass\n"
+        # What `run` goes on to build with default settings: the source and its clients.
+        "from login_etl import service\n"
+        "from login_etl.config import Settings\n"
+        "os.environ.update(AWS_ACCESS_KEY_ID='x', AWS_SECRET_ACCESS_KEY='x',"
+        " AWS_REGION='us-east-1')\n"
+        "service.sqs_source(Settings(queue_url='http://127.0.0.1:9/123456789012/q'))\n"
+        "heavy = ('prometheus_client', 'pyiceberg', 'pyarrow', 'rich')\n"
+        "assert 'login_etl.service' in sys.modules and 'boto3' in sys.modules\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOGIN_ETL_", "AWS_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout
     assert out.strip().splitlines()[-1] == "[]", out

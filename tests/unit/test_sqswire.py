@@ -271,3 +271,27 @@ def test_the_description_quotes_an_error_body_as_text_but_never_a_2xx_body() -> 
     assert ok.describe() == "HTTP 200 (x, 68 bytes)"
     long = answer("json", 404, b"x" * 500)
     assert long is not None and long.describe().endswith("x...") and len(long.describe()) < 200
+
+
+def test_clients_of_a_process_share_a_session_per_protocol_and_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second client reuses the session's loaded models; another AWS_* environment
+    (other credentials, profile or endpoint) gets a session of its own."""
+    from login_etl import sqs
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sqs, "_SESSIONS", {})
+
+    def client(protocol: str) -> Any:
+        return sqs.client_factory(URL, region_name="us-east-1", endpoint_url=URL)(protocol)
+
+    first, second = client("json"), client("json")
+    assert first is not second and len(sqs._SESSIONS) == 1
+    assert first.meta.service_model.protocol == second.meta.service_model.protocol == "json"
+    assert client("query").meta.service_model.protocol == "query"
+    assert len(sqs._SESSIONS) == 2
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "c")
+    assert client("json").meta.service_model.protocol == "json"
+    assert len(sqs._SESSIONS) == 3

@@ -11,7 +11,8 @@ the SQL it cannot do without.
   grows with queue depth) is not ours.
 * ``startup_cpu_s`` — CPU of ``login-etl --help``, and the intercept of the
   drain's line above: what a CronJob or Airflow drain pays before its first
-  message.
+  message; beside them the floor any such process pays (`startup_floor`):
+  import boto3 and psycopg, build one SQS client, receive once, connect once.
 * ``sink_vs_own_sql`` — `PostgresSink.write` against our own statements (the
   same SQL files) driven from a bare psycopg loop: what the Python around the
   SQL costs.
@@ -89,6 +90,16 @@ def bare_drain(queue_url: str, count: int, concurrency: int = 4, *, client: Any 
             future.result()
 
 
+def startup_floor(queue_url: str, database_url: str) -> None:
+    """The least a drain process does before its first message: import boto3 and
+    psycopg, build one SQS client, make one receive and one database connection."""
+    import boto3
+    import psycopg
+
+    boto3.client("sqs").receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)
+    psycopg.connect(database_url).close()
+
+
 def _slope(cost: Callable[[int], float], long: int) -> tuple[float, float]:
     """(CPU per message, CPU at zero messages) from runs of `long` and a quarter of it:
     two queue lengths, so start-up cancels out of the slope."""
@@ -134,11 +145,14 @@ def e2e_cpu(
 
     ours_per_msg, ours_start = _slope(ours, messages)
     bare_per_msg, _ = _slope(bare, messages)
+    floor_argv = [sys.executable, "-m", "login_etl.dev.cost", "floor", queue(0), database_url]
+    floors = sorted(child_cpu(floor_argv, env) for _ in range(3))
     return {
         "ours": ours_per_msg,
         "limit": bare_per_msg,
         "ratio": ours_per_msg / bare_per_msg,
         "run_startup_cpu_s": ours_start,
+        "floor_startup_cpu_s": floors[1],  # the median of three
         "help_cpu_s": child_cpu([exe, "--help"], env),
     }
 
@@ -220,5 +234,8 @@ def sink_costs(
     return {"ours": mine, "own_sql": own, "floor": least}
 
 
-if __name__ == "__main__":  # the bare loop's own process: QUEUE_URL COUNT
-    bare_drain(sys.argv[1], int(sys.argv[2]))
+if __name__ == "__main__":  # a child process: QUEUE_URL COUNT, or floor QUEUE_URL DATABASE_URL
+    if sys.argv[1] == "floor":
+        startup_floor(sys.argv[2], sys.argv[3])
+    else:
+        bare_drain(sys.argv[1], int(sys.argv[2]))
