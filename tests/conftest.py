@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,10 +40,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
             item._id = coerce_node_id(item.nodeid + suffix)
         if not item.nodeid.endswith(suffix):
-            raise pytest.UsageError(
+            message = (
                 f"cannot put {item.nodeid} in its xdist group {suffix!r}: tests of that group "
                 "would run in parallel; run with -n 0 or fix tests/conftest.py"
             )
+            # A worker's UsageError reaches the terminal only as an INTERNALERROR that
+            # names a test, not the reason; its stderr does reach it.
+            sys.stderr.write(f"ERROR: {message}\n")
+            raise pytest.UsageError(message)
 
 
 @pytest.fixture(autouse=True)

@@ -321,7 +321,8 @@ class Handler:
         """One EMF line: CloudWatch turns its named values into metrics, no API call."""
         now = datetime.now(UTC)
         # The oldest committed message's age: how far behind the queue this function runs.
-        lag = max(((now - sent).total_seconds() for sent in committed), default=0.0)
+        # A clock behind SQS's makes ages negative: 0, as the worker's lag histogram.
+        lag = max([0.0, *((now - sent).total_seconds() for sent in committed)])
         values: dict[str, float] = {
             "records": records,
             "loaded": result.loaded,

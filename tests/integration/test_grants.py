@@ -219,6 +219,20 @@ def test_a_writer_regranted_as_analyst_keeps_nothing_of_the_writer(
         roles["writer"],
     )
     assert privileges == [("user_logins", "SELECT")]
+    # Nor what the writer held beyond tables: the outbox's sequence, temporary tables.
+    assert not scalar(
+        etl_env.database_url,
+        "SELECT has_sequence_privilege(%s, 'login_etl_lake_outbox_id_seq', 'USAGE')",
+        roles["writer"],
+    )
+    on_database = query(
+        etl_env.database_url,
+        "SELECT a.privilege_type FROM pg_database d, aclexplode(d.datacl) a"
+        " WHERE d.datname = current_database()"
+        " AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s) ORDER BY 1",
+        roles["writer"],
+    )
+    assert on_database == [("CONNECT",)]  # granted to the role itself (PUBLIC's aside)
 
 
 def test_granting_is_idempotent_and_exact(etl_env, roles, initialised) -> None:

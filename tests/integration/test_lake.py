@@ -436,15 +436,13 @@ def _lock_holder(url: str) -> psycopg.Connection[Any]:
     return holder
 
 
-def _tried_the_lock(url: str) -> bool:
-    """Whether another session's last query was the writer lock's try."""
-    return bool(
-        scalar(
-            url,
-            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-            " AND datname = current_database() AND query LIKE %s",
-            "%pg_try_advisory_lock(hashtext('login-etl lake writer'))%",
-        )
+def _last_lock_try(url: str) -> Any:
+    """When another session last tried the writer lock, if that was its last query."""
+    return scalar(
+        url,
+        "SELECT max(query_start) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+        " AND datname = current_database() AND query LIKE %s",
+        "%pg_try_advisory_lock(hashtext('login-etl lake writer'))%",
     )
 
 
@@ -468,8 +466,12 @@ def test_backfill_and_rekey_wait_for_a_running_flush(lake_env, monkeypatch, comm
         thread = threading.Thread(target=lambda: outcome.append(run()), daemon=True)
         thread.start()
         deadline = time.monotonic() + 60
-        while thread.is_alive() and not _tried_the_lock(lake_env.database_url):
+        while thread.is_alive() and (first := _last_lock_try(lake_env.database_url)) is None:
             assert time.monotonic() < deadline, f"{command} neither ran nor tried the lock"
+            time.sleep(0.02)
+        # Waiting, not merely slow: it tries the lock again.
+        while thread.is_alive() and _last_lock_try(lake_env.database_url) in (None, first):
+            assert time.monotonic() < deadline, f"{command} went on without the lock"
             time.sleep(0.02)
         assert thread.is_alive() and not outcome, f"{command} ran while a flush held the lock"
         assert lake_records(lake_env) and len(lake_records(lake_env)) == 10

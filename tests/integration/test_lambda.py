@@ -185,6 +185,19 @@ def test_all_good_loads_once_reusing_one_connection(
     assert all(n in emf[0] for n in metric_names)  # EMF: every metric has its value
 
 
+def test_lag_from_a_clock_ahead_of_ours_is_zero(
+    db, sqs_client, queue_url, make_handler, capsys
+) -> None:
+    # SQS's clock an hour ahead of the function's: every message seems sent in the future.
+    ev = delivered(sqs_client, queue_url, [event(i) for i in range(3)])
+    ahead = str(int(time.time() * 1000) + 3_600_000)
+    for r in ev["Records"]:
+        r["attributes"]["SentTimestamp"] = ahead
+    assert failures(make_handler(db)(ev, Context())) == []
+    [emf] = emf_lines(capsys.readouterr().out)
+    assert (emf["loaded"], emf["lag_seconds"]) == (3, 0)
+
+
 def test_poison_becomes_rejections_not_failures(db, sqs_client, queue_url, make_handler) -> None:
     sent = make_messages(30, seed=5, bad_rate=0.3)
     assert sent.bad

@@ -208,6 +208,11 @@ def test_sns_envelope_is_unwrapped() -> None:
     assert parse(sns(record_body())) == parse(record_body())
 
 
+def test_an_envelope_inside_the_envelope_is_not_unwrapped() -> None:
+    # SNS wraps once: a message that is itself an envelope has no stored field of its own.
+    assert reason_of(sns(sns(record_body()))) == "missing_field:user_id"
+
+
 @pytest.mark.parametrize("message", [None, 1, {"user_id": "x"}, ["a"]])
 def test_sns_message_not_a_string(message: object) -> None:
     assert reason_of(sns(message)) == "invalid_sns_message"

@@ -295,3 +295,81 @@ def test_clients_of_a_process_share_a_session_per_protocol_and_environment(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "c")
     assert client("json").meta.service_model.protocol == "json"
     assert len(sqs._SESSIONS) == 3
+
+
+class _Body:
+    """The raw body of a canned answer (what botocore reads a response from)."""
+
+    def stream(self, **_: Any) -> Any:
+        yield b"{}"
+
+
+def _sent_as(client: Any) -> tuple[str, str, str]:
+    """(host, access key id, session token) a call of `client` goes out with; nothing is sent."""
+    from botocore.awsrequest import AWSResponse
+
+    sent: list[Any] = []
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        sent.append(request)
+        return AWSResponse(request.url, 200, {}, _Body())
+
+    client.meta.events.register("before-send", answer)
+    client.list_queues()
+    (request,) = sent
+    auth = request.headers["Authorization"].decode()
+    key_id = auth.split("Credential=", 1)[1].split("/", 1)[0]
+    token = request.headers.get("X-Amz-Security-Token", b"").decode()
+    return request.url.split("/")[2], key_id, token
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"AWS_ACCESS_KEY_ID": "AKIDNEW", "AWS_SECRET_ACCESS_KEY": "new-secret"},
+        {"AWS_SESSION_TOKEN": "token-2"},
+        {"AWS_PROFILE": "second"},
+        {"AWS_ENDPOINT_URL": "http://127.0.0.2:4567"},
+    ],
+    ids=["keys", "session-token", "profile", "endpoint"],
+)
+def test_a_client_made_after_the_aws_environment_changed_calls_with_the_new_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, change: dict[str, str]
+) -> None:
+    """A session made under one AWS_* environment never serves another: its
+    credentials are resolved once, so a reused one would sign as before."""
+    from login_etl import sqs
+
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[first]\naws_access_key_id = AKIDFIRST\naws_secret_access_key = s1\n"
+        "[second]\naws_access_key_id = AKIDSECOND\naws_secret_access_key = s2\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    before = {"AWS_ENDPOINT_URL": "http://127.0.0.1:4566"}
+    if "AWS_PROFILE" in change:
+        before["AWS_PROFILE"] = "first"
+    else:
+        before.update(AWS_ACCESS_KEY_ID="AKIDOLD", AWS_SECRET_ACCESS_KEY="old-secret")
+        before["AWS_SESSION_TOKEN"] = "token-1"
+    for name, value in before.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sqs, "_SESSIONS", {})
+
+    def call() -> tuple[str, str, str]:
+        return _sent_as(sqs.client_factory(URL, region_name="us-east-1")("json"))
+
+    first = call()
+    for name, value in change.items():
+        monkeypatch.setenv(name, value)
+    after = {**before, **change}
+    expected_key = {"first": "AKIDFIRST", "second": "AKIDSECOND"}.get(
+        after.get("AWS_PROFILE", ""), after.get("AWS_ACCESS_KEY_ID", "")
+    )
+    expected = (
+        after["AWS_ENDPOINT_URL"].split("/")[2],
+        expected_key,
+        after.get("AWS_SESSION_TOKEN", ""),
+    )
+    assert call() == expected != first
