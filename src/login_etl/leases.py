@@ -8,13 +8,17 @@ timeout means a message is extended at most half a timeout after its last
 extension; the other half is slack for a slow round of SQS calls.
 `Capacity` bounds how many messages a worker holds at once (--max-in-flight),
 and `Buffer` carries received messages from the receivers to the writer.
+
+`Hand` owns all of it for the loop: a message enters with `reserve` and
+`hold` and leaves with `let_go`, the one call that gives back its slot, its
+lease and its count together, so no exit path can release it in half.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from login_etl.source import Message
 
@@ -76,6 +80,7 @@ class Capacity:
     """How many more messages may be held; receivers wait while none may."""
 
     def __init__(self, limit: int) -> None:
+        self._limit = limit
         self._free = limit
         self._cond = threading.Condition()
 
@@ -95,6 +100,12 @@ class Capacity:
                 self._free += n
                 self._cond.notify_all()
 
+    @property
+    def used(self) -> int:
+        """Slots taken."""
+        with self._cond:
+            return self._limit - self._free
+
 
 class Buffer:
     """Received messages on their way to the writer.
@@ -109,14 +120,17 @@ class Buffer:
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
 
-    def put(self, messages: list[Message]) -> None:
-        """Add one receive's messages."""
+    def put(self, messages: list[Message]) -> bool:
+        """Add one receive's messages; False (nothing added) once closed."""
         with self._cond:
+            if self._closed:
+                return False
             self._lists.append(messages)
             self._cond.notify()
+            return True
 
     def close(self) -> None:
-        """No more puts are coming: a waiting take returns at once, and later ones never wait."""
+        """Refuse later puts: a waiting take returns at once, and later ones never wait."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -134,3 +148,116 @@ class Buffer:
         """True when nothing is buffered."""
         with self._cond:
             return not self._lists
+
+
+class Hand:
+    """Every message a worker holds, from its reserved slot to its release.
+
+    Receivers `reserve` slots (and --max-messages quota) before a receive,
+    `unreserve` what the receive did not fill, and `hold` what came: leased,
+    counted, buffered. The writer `take`s, `carry`s what did not fit in a
+    batch, and drops the leases of what it `committed`. Whatever the exit
+    (deleted, released, failed, left over at shutdown), `let_go` gives back
+    the slot, the lease and the count in one call. Each part keeps its own
+    lock; the carry is the writer's alone.
+    """
+
+    def __init__(
+        self,
+        max_in_flight: int,
+        *,
+        visibility_timeout: int = 30,
+        quota: int | None = None,
+        count: Callable[..., None] | None = None,
+    ) -> None:
+        self.leases = Leases(visibility_timeout)
+        self._capacity = Capacity(max_in_flight)
+        self._buffer = Buffer()
+        self._carry: list[Message] = []
+        self._quota = quota
+        self._quota_lock = threading.Lock()
+        # Receives the in-hand change with the counts of each hold and let_go (Stats.add).
+        self._count = count or (lambda **counts: None)
+
+    # -- receivers -------------------------------------------------------
+
+    def reserve(self, most: int, timeout: float) -> int:
+        """Up to `most` slots within the quota, waiting up to `timeout` for one; 0: none."""
+        slots = self._capacity.acquire(most, timeout)
+        if not slots or self._quota is None:
+            return slots
+        with self._quota_lock:
+            n = min(slots, self._quota)
+            self._quota -= n
+        self._capacity.release(slots - n)
+        return n
+
+    def unreserve(self, n: int) -> None:
+        """Give back `n` reserved slots (and quota) that no message filled."""
+        if n:
+            self._capacity.release(n)
+            if self._quota is not None:
+                with self._quota_lock:
+                    self._quota += n
+
+    @property
+    def spent(self) -> bool:
+        """True when the --max-messages quota is all reserved."""
+        if self._quota is None:
+            return False
+        with self._quota_lock:
+            return self._quota == 0
+
+    def hold(self, messages: list[Message], now: float, **counts: int) -> bool:
+        """Lease, count and buffer reserved `messages` received at `now`.
+
+        False once closed: they are leased and counted but not buffered, and
+        the caller must `let_go` them. `counts` are counted with them.
+        """
+        self.leases.add(messages, now)
+        self._count(in_hand=len(messages), **counts)
+        return self._buffer.put(messages)
+
+    def close(self) -> None:
+        """No more holds are buffered; a waiting `take` returns at once."""
+        self._buffer.close()
+
+    # -- writer ----------------------------------------------------------
+
+    def take(self, timeout: float) -> list[Message]:
+        """The carry if any, else everything buffered (waiting up to `timeout` for some)."""
+        if self._carry:
+            taken, self._carry = self._carry, []
+            return taken
+        return self._buffer.take(timeout)
+
+    def carry(self, rest: list[Message]) -> None:
+        """Keep `rest` (taken, not batched) for the next `take`."""
+        self._carry = rest
+
+    def empty(self) -> bool:
+        """True when nothing waits for the writer."""
+        return not self._carry and self._buffer.empty()
+
+    def committed(self, messages: Iterable[Message]) -> None:
+        """Their batch committed: no more extensions (they stay held until deleted)."""
+        self.leases.drop(messages)
+
+    def leftover(self) -> list[Message]:
+        """At shutdown: close, and return the carry and the buffer, still held."""
+        self.close()
+        taken, self._carry = self._carry, []
+        return taken + self._buffer.take(timeout=0)
+
+    # -- every exit ------------------------------------------------------
+
+    def let_go(self, messages: Sequence[Message], **counts: int) -> None:
+        """No longer hold `messages`: slot, lease and count at once; `counts` counted with it."""
+        self.leases.drop(messages)
+        self._capacity.release(len(messages))
+        self._count(in_hand=-len(messages), **counts)
+
+    @property
+    def used(self) -> int:
+        """Slots taken (reserved or held)."""
+        return self._capacity.used

@@ -8,11 +8,8 @@ calls these functions; they never print.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from login_etl import health, ledger, rejects, schema
@@ -28,6 +25,7 @@ from login_etl.retry import Retrier
 from login_etl.sink import Batch, Sink, WriteResult
 from login_etl.source import QueueInfo, Source
 from login_etl.sqs import SqsSource
+from login_etl.threads import stop_on_signals
 
 if TYPE_CHECKING:
     from login_etl.lake.writer import LakeWriter
@@ -46,8 +44,8 @@ def pipeline_options(
     return Options(
         concurrency=settings.concurrency,
         batch_size=settings.batch_size,
-        batch_wait=settings.batch_wait_seconds,
-        wait_seconds=settings.wait_time,
+        batch_wait_seconds=settings.batch_wait_seconds,
+        wait_time=settings.wait_time,
         max_in_flight=settings.max_in_flight,
         drain=drain,
         max_messages=max_messages,
@@ -104,33 +102,6 @@ def source_for(settings: Settings, *, max_retry_time: float = 0) -> tuple[SqsSou
     """
     source = sqs_source(settings)
     return source, Retrier(max_retry_time).call("SQS", source.info)
-
-
-@contextmanager
-def _stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the pipeline to finish the batch in hand and return."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        # Only set flags: logging here could deadlock on the logging lock.
-        received.append(signum)
-        pipeline.stop()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        if received:
-            name = signal.Signals(received[0]).name
-            log.info(
-                "signal received, stopped after the batch in hand",
-                extra={"fields": {"signal": name}},
-            )
 
 
 def run(
@@ -192,7 +163,7 @@ def run(
         },
     )
     try:
-        with _stop_on_signals(pipeline):
+        with stop_on_signals(pipeline.stopping):
             pipeline.run()
     finally:
         retrier.stop.set()  # ends the pruning thread

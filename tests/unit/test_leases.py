@@ -1,4 +1,5 @@
-"""leases.Leases: which held messages are due for a visibility extension, given `now`."""
+"""leases: which held messages are due for a visibility extension, given `now`; and
+`Hand`, whose one release gives back a message's slot, lease and count together."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from login_etl.leases import Buffer, Leases
+from login_etl.leases import Buffer, Hand, Leases
+from login_etl.metrics import Stats
 from login_etl.source import Message
 
 SENT = datetime(2024, 5, 1, tzinfo=UTC)
@@ -107,3 +111,95 @@ def test_the_source_side_imports_no_masking() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+LIMIT, QUOTA = 12, 40
+_STEP = st.one_of(
+    st.tuples(st.just("receive"), st.integers(1, 10), st.integers(0, 10)),  # most, filled
+    st.tuples(st.just("take"), st.integers(1, 15)),  # the batch size
+    st.tuples(st.just("commit"), st.just(0)),
+    st.tuples(st.just("let_go"), st.integers(0, 15)),  # released or deleted: first n taken
+    st.tuples(st.just("close"), st.just(0)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(_STEP, max_size=60), quota=st.sampled_from([None, QUOTA]))
+def test_a_hand_never_releases_a_message_in_half(
+    steps: list[tuple[str, int] | tuple[str, int, int]], quota: int | None
+) -> None:
+    """Any order of the loop's calls: capacity never below zero, in hand == leased +
+    committed == slots used, and everything given back once the rest is let go."""
+    stats = Stats()
+    hand = Hand(LIMIT, visibility_timeout=30, quota=quota, count=stats.add)
+    taken: list = []  # by the writer, leased, not committed
+    committed: list = []  # lease dropped, not yet deleted
+    made = 0
+    now = 0.0
+
+    def check() -> None:
+        assert 0 <= hand.used <= LIMIT
+        assert stats.in_hand == hand.used  # no reservation is pending between steps
+        assert len(hand.leases) == stats.in_hand - len(committed)
+        if quota is not None:
+            assert stats.received <= quota
+
+    for step in steps:
+        now += 1.0
+        if step[0] == "receive":
+            most, filled = step[1], step[2]  # type: ignore[misc]
+            n = hand.reserve(most, timeout=0)
+            assert n <= most
+            got = min(n, filled)
+            hand.unreserve(n - got)
+            messages = [msg(made + i) for i in range(got)]
+            made += got
+            if messages and not hand.hold(messages, now, received=got):
+                hand.let_go(messages)  # closed: handed back at once
+        elif step[0] == "take":
+            batch = hand.take(timeout=0)
+            hand.carry(batch[step[1] :])
+            taken += batch[: step[1]]
+        elif step[0] == "commit":
+            hand.committed(taken)
+            committed += taken
+            taken = []
+        elif step[0] == "let_go":
+            out = (taken + committed)[: step[1]]
+            taken, committed = (
+                [m for m in taken if m not in out],
+                [m for m in committed if m not in out],
+            )
+            hand.let_go(out)
+        else:
+            hand.close()
+        check()
+    hand.let_go(hand.leftover() + taken + committed)
+    taken, committed = [], []
+    check()
+    assert (hand.used, stats.in_hand, len(hand.leases)) == (0, 0, 0)
+    assert hand.empty() and hand.leftover() == []
+    assert hand.reserve(LIMIT, timeout=0) == (LIMIT if quota is None else min(LIMIT, quota - made))
+
+
+def test_a_closed_hand_refuses_to_buffer_but_still_counts_until_let_go() -> None:
+    stats = Stats()
+    hand = Hand(4, count=stats.add)
+    assert hand.reserve(10, timeout=0) == 4
+    hand.close()
+    assert not hand.hold([msg(1), msg(2)], now=0.0)
+    assert (stats.in_hand, len(hand.leases), hand.used) == (2, 2, 4)
+    hand.unreserve(2)
+    hand.let_go([msg(1), msg(2)])
+    assert (stats.in_hand, len(hand.leases), hand.used) == (0, 0, 0)
+    assert hand.take(timeout=30) == []  # closed: never waits
+
+
+def test_the_quota_is_spent_once_reserved_and_back_when_unreserved() -> None:
+    hand = Hand(100, quota=15)
+    assert hand.reserve(10, timeout=0) == 10
+    assert hand.reserve(10, timeout=0) == 5
+    assert hand.spent and hand.reserve(10, timeout=0) == 0
+    hand.unreserve(3)  # a receive that came back three short
+    assert not hand.spent and hand.reserve(10, timeout=0) == 3
+    assert hand.used == 15
