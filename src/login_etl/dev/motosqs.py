@@ -80,5 +80,7 @@ def serialise() -> None:
             if not name.startswith("_") and inspect.isfunction(attr):
                 setattr(backend, name, _locked(attr))
         queue = models.Queue
-        queue.wait_for_messages = _unlocked_while_waiting(queue.wait_for_messages)
+        queue.wait_for_messages = _unlocked_while_waiting(  # type: ignore[method-assign]
+            queue.wait_for_messages
+        )
         setattr(backend, _MARK, True)
