@@ -8,6 +8,12 @@ Threads, all started by `Pipeline.run` and all ended before it returns::
                                                                          ▼
                      heartbeat: extends leases (`Leases`)   deleter pool: delete after commit
 
+The receivers and the heartbeat run in the `threads.Threads` registry the
+pipeline is given (the service's, shared with its side threads), and the
+writer and the deleters report to it: one stop event ends them all, and the
+first error any thread of the registry raises stops the loop and is what
+`run` raises.
+
 Every message in hand belongs to one `leases.Hand`, from the slot a receiver
 reserves to its release: deleted, handed back, failed or left over at
 shutdown, it leaves through `Hand.let_go`, which gives back its slot, lease
@@ -37,6 +43,7 @@ from login_etl.metrics import Stats
 from login_etl.retry import Backoff, Retrier
 from login_etl.sink import Batch, Sink
 from login_etl.source import SQS_BATCH_MAX, Message, Source
+from login_etl.threads import Threads
 from login_etl.transform import Rejection, Row, reject, transform
 
 log = logging.getLogger(__name__)
@@ -90,7 +97,9 @@ LOOP_ONLY = frozenset(
 class Pipeline:
     """Moves messages from a source to a sink until stopped, drained or a limit is hit.
 
-    A pipeline runs once: `run` a second time raises RuntimeError.
+    A pipeline runs once: `run` a second time raises RuntimeError. Its
+    threads join `threads` (a registry of its own if none is given): that
+    registry's stop event stops the loop, and its first error is raised by `run`.
     """
 
     def __init__(
@@ -101,6 +110,7 @@ class Pipeline:
         options: Options | None = None,
         *,
         stats: Stats | None = None,
+        threads: Threads | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -108,13 +118,12 @@ class Pipeline:
         self.options = options or Options()
         self.stats = stats or Stats()
         self._hand = self._new_hand(self.options.visibility_timeout or 30)
-        self._stopping = threading.Event()
+        self.threads = threads or Threads()
+        self._stopping = self.threads.stop
         self._source_done = threading.Event()
         self._retry = Retrier(
             self.options.max_retry_time, stop=self._stopping, on_retry=self.stats.retried
         )
-        self._fatal: BaseException | None = None
-        self._fatal_lock = threading.Lock()
         self._started = False
         self._started_lock = threading.Lock()
         self._receivers_alive = 0
@@ -141,26 +150,29 @@ class Pipeline:
         """The event `stop` sets: what a signal handler or a caller may set directly."""
         return self._stopping
 
-    def _fail(self, exc: BaseException) -> None:
-        with self._fatal_lock:
-            if self._fatal is None:
-                self._fatal = exc
-        self._stopping.set()
+    def _watched(self, target: Callable[[], object]) -> None:
+        """Run a thread body; once it is done, liveness stops watching the thread.
+
+        A body that raises stays watched (and shows stuck): the registry
+        records its error, which stops the loop and is raised by `run`.
+        """
+        target()
+        self.stats.waits.leave()
 
     def _guarded(self, target: Callable[[], object]) -> None:
-        """Run a thread body; what it raises stops the loop and is re-raised by `run`."""
+        """`_watched` for a deleter task (a pool thread): its error goes to the registry."""
         try:
-            target()
-            self.stats.waits.leave()  # done; a thread that died stays watched, and stuck
-        except BaseException as exc:  # noqa: BLE001 - handed to the writer, which re-raises
-            self._fail(exc)
+            self._watched(target)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by `run`
+            self.threads.fail(exc)
 
     # -- run -------------------------------------------------------------
 
     def run(self) -> Stats:
         """Run until stopped, drained or --max-messages; return the counters.
 
-        Raises the first fatal error (including RetryTimeExceeded) after
+        Raises the first error of any thread in the registry (including
+        RetryTimeExceeded, and a side thread's the service registered) after
         handing unprocessed messages back to the queue.
         """
         with self._started_lock:
@@ -173,25 +185,15 @@ class Pipeline:
             with waits.bounded(opts.max_retry_time + opts.source_timeout):
                 info = self._retry.call("read queue settings", self.source.info)
             self._hand = self._new_hand(info.visibility_timeout)  # nothing held yet
+        deleter = ThreadPoolExecutor(self._delete_workers, thread_name_prefix="deleter")
+        self._receivers_alive = opts.concurrency
+        start = self.threads.start
         threads = [
-            threading.Thread(
-                target=self._guarded, args=(self._receive_loop,), name=f"receiver-{i}", daemon=True
-            )
+            start(f"receiver-{i}", partial(self._watched, self._receive_loop))
             for i in range(opts.concurrency)
         ]
         if opts.heartbeat:
-            threads.append(
-                threading.Thread(
-                    target=self._guarded,
-                    args=(self._heartbeat_loop,),
-                    name="heartbeat",
-                    daemon=True,
-                )
-            )
-        deleter = ThreadPoolExecutor(self._delete_workers, thread_name_prefix="deleter")
-        self._receivers_alive = opts.concurrency
-        for t in threads:
-            t.start()
+            threads.append(start("heartbeat", partial(self._watched, self._heartbeat_loop)))
         try:
             # On stop, the batch being collected is finished; the rest is released.
             while not self._stopping.is_set():
@@ -204,7 +206,7 @@ class Pipeline:
                 elif self._receivers_idle() and self._hand.empty():
                     break
         except BaseException as exc:
-            self._fail(exc)
+            self.threads.fail(exc)
         finally:
             # Deletes in flight give up within the retry budget (the first to give up stops
             # the rest), then the threads get --shutdown-timeout; releases bound their own.
@@ -215,8 +217,7 @@ class Pipeline:
             self._stopping.set()
             self._join(threads)
             waits.leave()
-        if self._fatal is not None:
-            raise self._fatal
+        self.threads.raise_error()
         return self.stats
 
     def _join(self, threads: list[threading.Thread]) -> None:

@@ -26,6 +26,7 @@ class Threads:
     def __init__(self, stop: threading.Event | None = None) -> None:
         self.stop = stop or threading.Event()
         self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
 
@@ -52,20 +53,28 @@ class Threads:
                 self.fail(exc)
 
         thread = threading.Thread(target=body, name=name, daemon=True)
-        self._threads.append(thread)
+        with self._threads_lock:
+            self._threads.append(thread)
         thread.start()
         return thread
 
     def join(self, timeout: float) -> None:
         """Set the stop, wait up to `timeout` in all for the threads, re-raise the first error."""
+        self.end(timeout)
+        self.raise_error()
+
+    def end(self, timeout: float) -> list[str]:
+        """Set the stop and wait up to `timeout` in all for the threads; the names still running."""
         self.stop.set()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        with self._threads_lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        left = [t.name for t in self._threads if t.is_alive()]
+        left = [t.name for t in threads if t.is_alive()]
         if left:
             log.warning("threads still running at shutdown: %s", ", ".join(left))
-        self.raise_error()
+        return left
 
     def raise_error(self) -> None:
         """Raise the first recorded error, if any."""
