@@ -17,6 +17,7 @@ lease and its count together, so no exit path can release it in half.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
@@ -110,23 +111,32 @@ class Capacity:
 class Buffer:
     """Received messages on their way to the writer.
 
-    Receivers put one list per receive; the writer takes everything buffered
-    in one step, so collecting a batch costs one lock round, not one per
-    receive (each contended round is a thread switch for the writer).
+    Receivers put one list per receive; the writer takes up to the count it
+    wants in one step. A put wakes a waiting writer only when it starts the
+    batch (the first message sets the batch's deadline) or brings the buffer
+    to the wanted count; `close` wakes it too. Every other put (most of them:
+    ten messages each) leaves it asleep, as a wake-up per receive costs the
+    writer a thread switch and the GIL.
     """
 
-    def __init__(self) -> None:
-        self._lists: deque[list[Message]] = deque()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lists: deque[tuple[float, list[Message]]] = deque()  # (put at, messages)
+        self._count = 0
+        self._want = 1  # what the waiting writer wants; a put reaching it wakes the writer
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
+        self._clock = clock
 
-    def put(self, messages: list[Message]) -> bool:
-        """Add one receive's messages; False (nothing added) once closed."""
+    def put(self, messages: list[Message], now: float) -> bool:
+        """Add one receive's messages, received at `now`; False (nothing added) once closed."""
         with self._cond:
             if self._closed:
                 return False
-            self._lists.append(messages)
-            self._cond.notify()
+            before = self._count
+            self._lists.append((now, messages))
+            self._count += len(messages)
+            if before == 0 or before < self._want <= self._count:
+                self._cond.notify()
             return True
 
     def close(self) -> None:
@@ -135,14 +145,42 @@ class Buffer:
             self._closed = True
             self._cond.notify_all()
 
-    def take(self, timeout: float) -> list[Message]:
-        """Everything buffered, in order, waiting up to `timeout` for something (unless closed)."""
+    def take(self, want: int, wait: float, idle: float) -> list[Message]:
+        """Up to `want` messages, oldest first, once `want` are buffered, `wait` seconds
+        after the oldest was put, or the buffer closed; [] if none came within `idle`."""
         with self._cond:
             if not self._lists and not self._closed:
-                self._cond.wait(timeout)
-            taken = [m for messages in self._lists for m in messages]
-            self._lists.clear()
-            return taken
+                self._cond.wait(idle)
+            if not self._lists:
+                return []
+            deadline = self._lists[0][0] + wait
+            self._want = want
+            try:
+                while self._count < want and not self._closed:
+                    left = deadline - self._clock()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            finally:
+                self._want = 1
+            return self._pop(want)
+
+    def rest(self) -> list[Message]:
+        """Everything buffered, without waiting."""
+        with self._cond:
+            return self._pop(self._count)
+
+    def _pop(self, most: int) -> list[Message]:
+        taken: list[Message] = []
+        while self._lists and len(taken) < most:
+            at, messages = self._lists.popleft()
+            room = most - len(taken)
+            if len(messages) > room:
+                self._lists.appendleft((at, messages[room:]))
+                messages = messages[:room]
+            taken += messages
+        self._count -= len(taken)
+        return taken
 
     def empty(self) -> bool:
         """True when nothing is buffered."""
@@ -155,11 +193,11 @@ class Hand:
 
     Receivers `reserve` slots (and --max-messages quota) before a receive,
     `unreserve` what the receive did not fill, and `hold` what came: leased,
-    counted, buffered. The writer `take`s, `carry`s what did not fit in a
-    batch, and drops the leases of what it `committed`. Whatever the exit
+    counted, buffered. The writer `take`s a batch (the rest stays buffered)
+    and drops the leases of what it `committed`. Whatever the exit
     (deleted, released, failed, left over at shutdown), `let_go` gives back
     the slot, the lease and the count in one call. Each part keeps its own
-    lock; the carry is the writer's alone.
+    lock.
     """
 
     def __init__(
@@ -173,7 +211,6 @@ class Hand:
         self.leases = Leases(visibility_timeout)
         self._capacity = Capacity(max_in_flight)
         self._buffer = Buffer()
-        self._carry: list[Message] = []
         self._quota = quota
         self._quota_lock = threading.Lock()
         # Receives the in-hand change with the counts of each hold and let_go (Stats.add).
@@ -216,7 +253,7 @@ class Hand:
         """
         self.leases.add(messages, now)
         self._count(in_hand=len(messages), **counts)
-        return self._buffer.put(messages)
+        return self._buffer.put(messages, now)
 
     def close(self) -> None:
         """No more holds are buffered; a waiting `take` returns at once."""
@@ -224,30 +261,22 @@ class Hand:
 
     # -- writer ----------------------------------------------------------
 
-    def take(self, timeout: float) -> list[Message]:
-        """The carry if any, else everything buffered (waiting up to `timeout` for some)."""
-        if self._carry:
-            taken, self._carry = self._carry, []
-            return taken
-        return self._buffer.take(timeout)
-
-    def carry(self, rest: list[Message]) -> None:
-        """Keep `rest` (taken, not batched) for the next `take`."""
-        self._carry = rest
+    def take(self, want: int, wait: float, idle: float) -> list[Message]:
+        """A batch of up to `want`: see `Buffer.take` (`wait` after its oldest message)."""
+        return self._buffer.take(want, wait, idle)
 
     def empty(self) -> bool:
         """True when nothing waits for the writer."""
-        return not self._carry and self._buffer.empty()
+        return self._buffer.empty()
 
     def committed(self, messages: Iterable[Message]) -> None:
         """Their batch committed: no more extensions (they stay held until deleted)."""
         self.leases.drop(messages)
 
     def leftover(self) -> list[Message]:
-        """At shutdown: close, and return the carry and the buffer, still held."""
+        """At shutdown: close, and return what is buffered, still held."""
         self.close()
-        taken, self._carry = self._carry, []
-        return taken + self._buffer.take(timeout=0)
+        return self._buffer.rest()
 
     # -- every exit ------------------------------------------------------
 

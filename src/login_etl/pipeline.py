@@ -197,9 +197,7 @@ class Pipeline:
         try:
             # On stop, the batch being collected is finished; the rest is released.
             while not self._stopping.is_set():
-                with waits.bounded(
-                    opts.batch_wait_seconds + 0.2
-                ):  # see the take timeouts in _collect
+                with waits.bounded(opts.batch_wait_seconds + 0.2):  # idle 0.1 + the wait
                     batch = self._collect()
                 if batch:
                     self._process(batch, deleter)
@@ -293,23 +291,14 @@ class Pipeline:
     # -- writer ----------------------------------------------------------
 
     def _collect(self) -> list[Message]:
-        """Up to batch_size messages, waiting at most batch_wait_seconds after the first."""
+        """Up to batch_size messages, waiting at most batch_wait_seconds after the first.
+
+        The buffer wakes the writer for the first message, a full batch or its
+        close (the last receiver ending, or a receive after a stop), not for each
+        receive; a stop with a partial batch in hand shows at its deadline.
+        """
         opts = self.options
-        batch = self._hand.take(timeout=0.1)
-        if not batch:
-            return []
-        deadline = time.monotonic() + opts.batch_wait_seconds
-        while len(batch) < opts.batch_size and not self._stopping.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            more = self._hand.take(timeout=min(left, 0.1))
-            if more:
-                batch += more
-            elif self._receivers_idle():
-                break
-        self._hand.carry(batch[opts.batch_size :])
-        return batch[: opts.batch_size]
+        return self._hand.take(opts.batch_size, opts.batch_wait_seconds, idle=0.1)
 
     def _receivers_idle(self) -> bool:
         with self._alive_lock:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from login_etl import leases
 from login_etl.leases import Buffer, Hand, Leases
 from login_etl.metrics import Stats
 from login_etl.source import Message
@@ -73,32 +74,69 @@ def test_a_message_is_extended_well_before_it_expires(timeout: int, received_at:
     assert tick - received_at * leases.period <= timeout / 2 + 0.2
 
 
-def test_the_buffer_hands_over_everything_in_order_in_one_take() -> None:
+def test_the_buffer_hands_over_up_to_the_wanted_count_in_order() -> None:
     buffer = Buffer()
-    assert buffer.empty() and buffer.take(timeout=0) == []
-    buffer.put([msg(1), msg(2)])
-    buffer.put([msg(3)])
+    assert buffer.empty() and buffer.take(10, wait=0, idle=0) == []
+    buffer.put([msg(1), msg(2)], now=0.0)
+    buffer.put([msg(3), msg(4)], now=0.0)
     assert not buffer.empty()
-    assert buffer.take(timeout=0) == [msg(1), msg(2), msg(3)]
-    assert buffer.empty() and buffer.take(timeout=0) == []
+    assert buffer.take(3, wait=0, idle=0) == [msg(1), msg(2), msg(3)]
+    assert buffer.take(3, wait=0, idle=0) == [msg(4)]  # the rest stayed buffered
+    assert buffer.empty() and buffer.take(3, wait=0, idle=0) == []
 
 
-def test_a_put_from_another_thread_wakes_a_waiting_take() -> None:
+class CountingCondition(threading.Condition):
+    """A condition that counts its notifications: each is a wake-up of the writer."""
+
+    notified = 0
+
+    def notify(self, n: int = 1) -> None:
+        CountingCondition.notified += 1
+        super().notify(n)
+
+
+def test_only_the_first_message_and_a_full_batch_wake_the_writer(monkeypatch) -> None:
+    with monkeypatch.context() as patch:  # only the buffer's condition counts
+        patch.setattr(CountingCondition, "notified", 0)
+        patch.setattr(leases.threading, "Condition", CountingCondition)
+        buffer = Buffer()
+    taken: list = []
+    thread = threading.Thread(target=lambda: taken.extend(buffer.take(50, wait=30, idle=30)))
+    thread.start()
+    for i in range(10):  # ten receives of five: the tenth fills the batch
+        buffer.put([msg(5 * i + j) for j in range(5)], now=time.monotonic())
+    thread.join(30)
+    assert taken == [msg(i) for i in range(50)]  # woken by the full batch, not by its deadline
+    notified = CountingCondition.notified
+    assert notified <= 2, notified  # the first put and the tenth, not all ten
+
+
+def test_a_partial_batch_goes_when_its_wait_after_the_first_message_is_over() -> None:
     buffer = Buffer()
-    threading.Timer(0.2, buffer.put, args=([msg(7)],)).start()
+    threading.Timer(0.1, lambda: buffer.put([msg(7)], now=time.monotonic())).start()
     started = time.monotonic()
-    assert buffer.take(timeout=30) == [msg(7)]
-    assert time.monotonic() - started < 20  # woken by the put, not by the timeout
+    assert buffer.take(50, wait=0.5, idle=30) == [msg(7)]
+    took = time.monotonic() - started
+    assert 0.5 <= took < 20  # woken by the first put, then held for the wait
 
 
 def test_closing_wakes_a_waiting_take_and_later_takes_never_wait() -> None:
     buffer = Buffer()
     threading.Timer(0.2, buffer.close).start()  # after the take waits
     started = time.monotonic()
-    assert buffer.take(timeout=30) == []
+    assert buffer.take(10, wait=30, idle=30) == []
     assert time.monotonic() - started < 20  # woken by close, not by the timeout
     started = time.monotonic()
-    assert buffer.take(timeout=30) == []
+    assert buffer.take(10, wait=30, idle=30) == []
+    assert time.monotonic() - started < 20
+
+
+def test_closing_ends_the_wait_for_a_full_batch() -> None:
+    buffer = Buffer()
+    buffer.put([msg(1)], now=time.monotonic())
+    threading.Timer(0.2, buffer.close).start()
+    started = time.monotonic()
+    assert buffer.take(10, wait=30, idle=30) == [msg(1)]
     assert time.monotonic() - started < 20
 
 
@@ -157,9 +195,9 @@ def test_a_hand_never_releases_a_message_in_half(
             if messages and not hand.hold(messages, now, received=got):
                 hand.let_go(messages)  # closed: handed back at once
         elif step[0] == "take":
-            batch = hand.take(timeout=0)
-            hand.carry(batch[step[1] :])
-            taken += batch[: step[1]]
+            batch = hand.take(step[1], wait=0, idle=0)
+            assert len(batch) <= step[1]
+            taken += batch
         elif step[0] == "commit":
             hand.committed(taken)
             committed += taken
@@ -192,7 +230,7 @@ def test_a_closed_hand_refuses_to_buffer_but_still_counts_until_let_go() -> None
     hand.unreserve(2)
     hand.let_go([msg(1), msg(2)])
     assert (stats.in_hand, len(hand.leases), hand.used) == (0, 0, 0)
-    assert hand.take(timeout=30) == []  # closed: never waits
+    assert hand.take(10, wait=30, idle=30) == []  # closed: never waits
 
 
 def test_the_quota_is_spent_once_reserved_and_back_when_unreserved() -> None:
