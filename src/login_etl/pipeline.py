@@ -8,6 +8,17 @@ Threads, all started by `Pipeline.run` and all ended before it returns::
                                                                          ▼
                      heartbeat: extends leases (`Leases`)   deleter pool: delete after commit
 
+The receivers and the heartbeat run in the `threads.Threads` registry the
+pipeline is given (the service's, shared with its side threads), and the
+writer and the deleters report to it: one stop event ends them all, and the
+first error any thread of the registry raises stops the loop and is what
+`run` raises.
+
+Every message in hand belongs to one `leases.Hand`, from the slot a receiver
+reserves to its release: deleted, handed back, failed or left over at
+shutdown, it leaves through `Hand.let_go`, which gives back its slot, lease
+and count in one call.
+
 A message is deleted only after the transaction holding its row or rejection
 commits. A crash anywhere before that leaves it in the queue; the ledger
 turns its redelivery into a skip. Every call to the source or the sink is
@@ -26,12 +37,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from login_etl.errors import LoginEtlError, RetryableError, RetryTimeExceeded
-from login_etl.leases import Buffer, Capacity, Leases
+from login_etl.leases import Hand
 from login_etl.masking import Masker
 from login_etl.metrics import Stats
 from login_etl.retry import Backoff, Retrier
 from login_etl.sink import Batch, Sink
 from login_etl.source import SQS_BATCH_MAX, Message, Source
+from login_etl.threads import Threads
 from login_etl.transform import Rejection, Row, reject, transform
 
 log = logging.getLogger(__name__)
@@ -42,13 +54,14 @@ class Options:
     """How the loop runs. Durations are in seconds.
 
     `service.pipeline_options` fills these from `config.Settings`; nothing
-    else should build them by hand outside tests.
+    else should build them by hand outside tests. A field that is a setting
+    has the setting's name; the others are listed in `LOOP_ONLY`.
     """
 
     concurrency: int = 4
     batch_size: int = 500
-    batch_wait: float = 1.0
-    wait_seconds: int = 20
+    batch_wait_seconds: float = 1.0
+    wait_time: int = 20
     max_in_flight: int = 2000
     drain: bool = False
     max_messages: int | None = None
@@ -67,10 +80,26 @@ class Options:
     sink_timeout: float = 60.0
 
 
+# The Options fields that are no setting: given per run, derived, or for tests.
+LOOP_ONLY = frozenset(
+    {
+        "drain",
+        "max_messages",
+        "heartbeat",
+        "visibility_timeout",
+        "lake",
+        "source_timeout",
+        "sink_timeout",
+    }
+)
+
+
 class Pipeline:
     """Moves messages from a source to a sink until stopped, drained or a limit is hit.
 
-    A pipeline runs once: `run` a second time raises RuntimeError.
+    A pipeline runs once: `run` a second time raises RuntimeError. Its
+    threads join `threads` (a registry of its own if none is given): that
+    registry's stop event stops the loop, and its first error is raised by `run`.
     """
 
     def __init__(
@@ -81,27 +110,34 @@ class Pipeline:
         options: Options | None = None,
         *,
         stats: Stats | None = None,
+        threads: Threads | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
         self.masker = masker
         self.options = options or Options()
         self.stats = stats or Stats()
-        self._buffer = Buffer()
-        self._carry: list[Message] = []  # the writer's: what did not fit in the last batch
-        self._capacity = Capacity(self.options.max_in_flight)
-        self._stopping = threading.Event()
+        self._hand = self._new_hand(self.options.visibility_timeout or 30)
+        self.threads = threads or Threads()
+        self._stopping = self.threads.stop
         self._source_done = threading.Event()
         self._retry = Retrier(
             self.options.max_retry_time, stop=self._stopping, on_retry=self.stats.retried
         )
-        self._leases = Leases(self.options.visibility_timeout or 30)
-        self._fatal: BaseException | None = None
-        self._lock = threading.Lock()
-        self._quota = self.options.max_messages
-        self._receivers_alive = 0
         self._started = False
+        self._started_lock = threading.Lock()
+        self._receivers_alive = 0
+        self._alive_lock = threading.Lock()
         self._delete_workers = max(2, self.options.concurrency)
+
+    def _new_hand(self, visibility_timeout: int) -> Hand:
+        opts = self.options
+        return Hand(
+            opts.max_in_flight,
+            visibility_timeout=visibility_timeout,
+            quota=opts.max_messages,
+            count=self.stats.add,
+        )
 
     # -- control ---------------------------------------------------------
 
@@ -109,29 +145,37 @@ class Pipeline:
         """Ask the loop to finish the batch in hand and return (signal-safe)."""
         self._stopping.set()
 
-    def _fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._fatal is None:
-                self._fatal = exc
-        self._stopping.set()
+    @property
+    def stopping(self) -> threading.Event:
+        """The event `stop` sets: what a signal handler or a caller may set directly."""
+        return self._stopping
+
+    def _watched(self, target: Callable[[], object]) -> None:
+        """Run a thread body; once it is done, liveness stops watching the thread.
+
+        A body that raises stays watched (and shows stuck): the registry
+        records its error, which stops the loop and is raised by `run`.
+        """
+        target()
+        self.stats.waits.leave()
 
     def _guarded(self, target: Callable[[], object]) -> None:
-        """Run a thread body; what it raises stops the loop and is re-raised by `run`."""
+        """`_watched` for a deleter task (a pool thread): its error goes to the registry."""
         try:
-            target()
-            self.stats.waits.leave()  # done; a thread that died stays watched, and stuck
-        except BaseException as exc:  # noqa: BLE001 - handed to the writer, which re-raises
-            self._fail(exc)
+            self._watched(target)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by `run`
+            self.threads.fail(exc)
 
     # -- run -------------------------------------------------------------
 
     def run(self) -> Stats:
         """Run until stopped, drained or --max-messages; return the counters.
 
-        Raises the first fatal error (including RetryTimeExceeded) after
+        Raises the first error of any thread in the registry (including
+        RetryTimeExceeded, and a side thread's the service registered) after
         handing unprocessed messages back to the queue.
         """
-        with self._lock:
+        with self._started_lock:
             if self._started:
                 raise RuntimeError("a Pipeline runs once; build a new one")
             self._started = True
@@ -140,37 +184,27 @@ class Pipeline:
         if opts.heartbeat and opts.visibility_timeout is None:
             with waits.bounded(opts.max_retry_time + opts.source_timeout):
                 info = self._retry.call("read queue settings", self.source.info)
-            self._leases = Leases(info.visibility_timeout)
+            self._hand = self._new_hand(info.visibility_timeout)  # nothing held yet
+        deleter = ThreadPoolExecutor(self._delete_workers, thread_name_prefix="deleter")
+        self._receivers_alive = opts.concurrency
+        start = self.threads.start
         threads = [
-            threading.Thread(
-                target=self._guarded, args=(self._receive_loop,), name=f"receiver-{i}", daemon=True
-            )
+            start(f"receiver-{i}", partial(self._watched, self._receive_loop))
             for i in range(opts.concurrency)
         ]
         if opts.heartbeat:
-            threads.append(
-                threading.Thread(
-                    target=self._guarded,
-                    args=(self._heartbeat_loop,),
-                    name="heartbeat",
-                    daemon=True,
-                )
-            )
-        deleter = ThreadPoolExecutor(self._delete_workers, thread_name_prefix="deleter")
-        self._receivers_alive = opts.concurrency
-        for t in threads:
-            t.start()
+            threads.append(start("heartbeat", partial(self._watched, self._heartbeat_loop)))
         try:
             # On stop, the batch being collected is finished; the rest is released.
             while not self._stopping.is_set():
-                with waits.bounded(opts.batch_wait + 0.2):  # see the take timeouts in _collect
+                with waits.bounded(opts.batch_wait_seconds + 0.2):  # idle 0.1 + the wait
                     batch = self._collect()
                 if batch:
                     self._process(batch, deleter)
-                elif self._receivers_idle() and self._buffer.empty() and not self._carry:
+                elif self._receivers_idle() and self._hand.empty():
                     break
         except BaseException as exc:
-            self._fail(exc)
+            self.threads.fail(exc)
         finally:
             # Deletes in flight give up within the retry budget (the first to give up stops
             # the rest), then the threads get --shutdown-timeout; releases bound their own.
@@ -181,8 +215,7 @@ class Pipeline:
             self._stopping.set()
             self._join(threads)
             waits.leave()
-        if self._fatal is not None:
-            raise self._fatal
+        self.threads.raise_error()
         return self.stats
 
     def _join(self, threads: list[threading.Thread]) -> None:
@@ -190,60 +223,42 @@ class Pipeline:
         deadline = time.monotonic() + self.options.shutdown_timeout
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
-        leftover, self._carry = self._carry, []
-        leftover += self._buffer.take(timeout=0)
+        leftover = self._hand.leftover()
         if leftover:
             self._release(leftover)
 
     # -- receivers -------------------------------------------------------
 
-    def _reserve(self, most: int) -> int:
-        """Take up to `most` from the --max-messages quota."""
-        if self._quota is None:
-            return most  # no quota (that never changes): nothing to lock
-        with self._lock:
-            n = min(most, self._quota)
-            self._quota -= n
-            return n
-
-    def _unreserve(self, n: int) -> None:
-        if n and self._quota is not None:
-            with self._lock:
-                self._quota += n
-
     def _receive_loop(self) -> None:
         try:
             self._receive_until_done()
         finally:
-            with self._lock:
+            with self._alive_lock:
                 self._receivers_alive -= 1
                 last = self._receivers_alive == 0
             if last:
-                self._buffer.close()  # the writer need not wait for more
+                self._hand.close()  # the writer need not wait for more
 
     def _receive_until_done(self) -> None:
         opts = self.options
         waits = self.stats.waits
         backoff: Backoff | None = None
         # Draining polls briefly so every receiver notices the empty queue soon.
-        wait = min(opts.wait_seconds, 1) if opts.drain else opts.wait_seconds
+        wait = min(opts.wait_time, 1) if opts.drain else opts.wait_time
         while not self._stopping.is_set() and not self._source_done.is_set():
             with waits.bounded(0.2):
-                slots = self._capacity.acquire(SQS_BATCH_MAX, timeout=0.2)
-            if not slots:
+                want = self._hand.reserve(SQS_BATCH_MAX, timeout=0.2)
+            if not want:
+                if self._hand.spent:
+                    self._source_done.set()  # --max-messages reached
+                    return
                 continue
-            want = self._reserve(slots)
-            if want == 0:
-                self._capacity.release(slots)
-                self._source_done.set()  # quota reached
-                return
             began = time.monotonic()
             try:
                 with waits.bounded(wait + opts.source_timeout):
                     messages = self.source.receive(want, wait)
             except RetryableError as exc:
-                self._capacity.release(slots)
-                self._unreserve(want)
+                self._hand.unreserve(want)
                 if self._stopping.is_set():
                     return
                 backoff = self._retry.failed("receive", exc, backoff, began=began)
@@ -252,8 +267,7 @@ class Pipeline:
                     self._stopping.wait(delay)
                 continue
             backoff = None
-            self._capacity.release(slots - len(messages))
-            self._unreserve(want - len(messages))
+            self._hand.unreserve(want - len(messages))
             if messages:
                 self._take(messages)
             elif opts.drain and self._queue_empty():
@@ -267,39 +281,27 @@ class Pipeline:
             return False
 
     def _take(self, messages: list[Message]) -> None:
-        self._leases.add(messages, time.monotonic())
-        redelivered = sum(1 for m in messages if m.receive_count > 1)
-        self.stats.add(received=len(messages), in_hand=len(messages), redeliveries=redelivered)
         if self._stopping.is_set():
+            self._hand.close()  # what comes after a stop is handed back, not buffered
+        redelivered = sum(1 for m in messages if m.receive_count > 1)
+        now = time.monotonic()
+        if not self._hand.hold(messages, now, received=len(messages), redeliveries=redelivered):
             self._release(messages)
-            return
-        self._buffer.put(messages)
 
     # -- writer ----------------------------------------------------------
 
     def _collect(self) -> list[Message]:
-        """Up to batch_size messages, waiting at most batch_wait after the first."""
+        """Up to batch_size messages, waiting at most batch_wait_seconds after the first.
+
+        The buffer wakes the writer for the first message, a full batch or its
+        close (the last receiver ending, or a receive after a stop), not for each
+        receive; a stop with a partial batch in hand shows at its deadline.
+        """
         opts = self.options
-        batch, self._carry = self._carry, []
-        if not batch:
-            batch = self._buffer.take(timeout=0.1)
-            if not batch:
-                return []
-        deadline = time.monotonic() + opts.batch_wait
-        while len(batch) < opts.batch_size and not self._stopping.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            more = self._buffer.take(timeout=min(left, 0.1))
-            if more:
-                batch += more
-            elif self._receivers_idle():
-                break
-        batch, self._carry = batch[: opts.batch_size], batch[opts.batch_size :]
-        return batch
+        return self._hand.take(opts.batch_size, opts.batch_wait_seconds, idle=0.1)
 
     def _receivers_idle(self) -> bool:
-        with self._lock:
+        with self._alive_lock:
             return self._receivers_alive == 0
 
     def _split(self, messages: list[Message]) -> Batch:
@@ -335,7 +337,7 @@ class Pipeline:
         except BaseException:
             self._release(messages)  # not committed: let another worker have them now
             raise
-        self._leases.drop(messages)  # committed: the heartbeat no longer needs them
+        self._hand.committed(messages)  # the heartbeat no longer needs them
         seconds = time.monotonic() - started
         self.stats.committed(result, seconds=seconds, sent_at=[m.sent_at for m in messages])
         log.info(
@@ -371,34 +373,31 @@ class Pipeline:
                 raise  # an outage longer than --max-retry-time stops the worker
             log.warning("%d message(s) not deleted at shutdown; they will be skipped", len(failed))
         finally:
-            self._forget(messages, deleted=len(messages) - len(failed), delete_failures=len(failed))
+            deleted = len(messages) - len(failed)
+            self._hand.let_go(messages, deleted=deleted, delete_failures=len(failed))
 
     def _release(self, messages: list[Message]) -> None:
         """Make messages visible again at once so another worker takes them (one attempt)."""
+        released = 0
         try:
             with self.stats.waits.bounded(self._calls(messages) * self.options.source_timeout):
                 self.source.change_visibility(messages, 0)
-            self.stats.add(released=len(messages))
+            released = len(messages)
         except LoginEtlError as exc:
             log.warning("could not release %d message(s): %s", len(messages), exc)
-        self._leases.drop(messages)
-        self._forget(messages)
+        finally:
+            self._hand.let_go(messages, released=released)
 
     @staticmethod
     def _calls(messages: Sequence[Message]) -> int:
         """Source calls one batch call over `messages` makes (SQS takes 10 per call)."""
         return -(-len(messages) // SQS_BATCH_MAX)
 
-    def _forget(self, messages: Sequence[Message], **counts: int) -> None:
-        """No longer hold `messages`; `counts` are added to the stats with it."""
-        self._capacity.release(len(messages))
-        self.stats.add(in_hand=-len(messages), **counts)
-
     # -- heartbeat -------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
         # Fixed-rate ticks, so a slow round does not push the next one back.
-        period = self._leases.period
+        period = self._hand.leases.period
         backoff: Backoff | None = None
         next_tick = time.monotonic()
         while True:
@@ -418,8 +417,9 @@ class Pipeline:
     def _extend_due(self) -> None:
         """Extend every message held longer than a third of the visibility timeout."""
         now = time.monotonic()
-        due = self._leases.due(now)
+        leases = self._hand.leases
+        due = leases.due(now)
         if due:
             with self.stats.waits.bounded(self._calls(due) * self.options.source_timeout):
-                failed = self.source.change_visibility(due, self._leases.extension)
-            self.stats.add(extended=self._leases.extended(due, now, failed))
+                failed = self.source.change_visibility(due, leases.extension)
+            self.stats.add(extended=leases.extended(due, now, failed))

@@ -8,11 +8,8 @@ calls these functions; they never print.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from login_etl import health, ledger, rejects, schema
@@ -28,6 +25,7 @@ from login_etl.retry import Retrier
 from login_etl.sink import Batch, Sink, WriteResult
 from login_etl.source import QueueInfo, Source
 from login_etl.sqs import SqsSource
+from login_etl.threads import Threads, stop_on_signals
 
 if TYPE_CHECKING:
     from login_etl.lake.writer import LakeWriter
@@ -46,8 +44,8 @@ def pipeline_options(
     return Options(
         concurrency=settings.concurrency,
         batch_size=settings.batch_size,
-        batch_wait=settings.batch_wait_seconds,
-        wait_seconds=settings.wait_time,
+        batch_wait_seconds=settings.batch_wait_seconds,
+        wait_time=settings.wait_time,
         max_in_flight=settings.max_in_flight,
         drain=drain,
         max_messages=max_messages,
@@ -72,12 +70,13 @@ def build_pipeline(
     max_messages: int | None = None,
     visibility_timeout: int | None = None,
     stats: Stats | None = None,
+    threads: Threads | None = None,
 ) -> Pipeline:
-    """A pipeline configured from `settings` over the given seams."""
+    """A pipeline configured from `settings` over the given seams (its threads in `threads`)."""
     options = pipeline_options(
         settings, drain=drain, max_messages=max_messages, visibility_timeout=visibility_timeout
     )
-    return Pipeline(source, sink, masker, options, stats=stats)
+    return Pipeline(source, sink, masker, options, stats=stats, threads=threads)
 
 
 def init_db(settings: Settings) -> None:
@@ -106,33 +105,6 @@ def source_for(settings: Settings, *, max_retry_time: float = 0) -> tuple[SqsSou
     return source, Retrier(max_retry_time).call("SQS", source.info)
 
 
-@contextmanager
-def _stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
-    """SIGINT/SIGTERM ask the pipeline to finish the batch in hand and return."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        # Only set flags: logging here could deadlock on the logging lock.
-        received.append(signum)
-        pipeline.stop()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        if received:
-            name = signal.Signals(received[0]).name
-            log.info(
-                "signal received, stopped after the batch in hand",
-                extra={"fields": {"signal": name}},
-            )
-
-
 def run(
     settings: Settings,
     *,
@@ -140,65 +112,82 @@ def run(
     max_messages: int | None = None,
     stats: Stats | None = None,
 ) -> Stats:
-    """Run the pipeline until drained, stopped by a signal, or `max_messages` are done."""
+    """Run the pipeline until drained, stopped by a signal, or `max_messages` are done.
+
+    Every thread the worker starts (receivers, heartbeat, ledger pruning, lake
+    writer, health probes) is in one `Threads` registry with one stop event:
+    SIGINT/SIGTERM set it, and so does the first error of any thread, which
+    this function raises once the loop has handed back what it held.
+    """
     for note in settings.notes:
         log.warning(note)
     stats = stats or Stats(metrics=Metrics() if settings.metrics_port else None)
-    retrier = Retrier(settings.max_retry_time, on_retry=stats.retried)
+    threads = Threads()
+    retrier = Retrier(settings.max_retry_time, stop=threads.stop, on_retry=stats.retried)
     masker = retrier.call("kms", settings.masker)
     source = sqs_source(settings)
+    server = None
     if settings.metrics_port:
         # Before the first call that may wait out an outage of SQS or PostgreSQL, so that
         # a start during one answers its probes (live, not ready).
-        serve_health(settings, stats, source, retrier.stop)
-    info = Retrier(settings.max_retry_time).call("SQS", source.info)
-    if settings.init_db:
-        retrier.call("init-db", lambda: init_db(settings))
-    key_check = KeyCheck(settings, masker)
-    key_check.now_if_possible()
-    threading.Thread(
-        target=ledger.prune_periodically,
-        args=(lambda: session(settings.database_url), info.retention_seconds, retrier),
-        name="ledger-prune",
-        daemon=True,
-    ).start()
-    sink = key_check.before_first_write(
-        PostgresSink(
-            settings.database_url,
-            lake=bool(settings.lake_warehouse),
-            write_timeout=float(settings.max_retry_time),
-        )
-    )
-    lake = lake_writer(settings, stats)
-    pipeline = build_pipeline(
-        settings,
-        source,
-        sink,
-        masker,
-        drain=drain,
-        max_messages=max_messages,
-        visibility_timeout=info.visibility_timeout,
-        stats=stats,
-    )
-    log.info(
-        "worker started",
-        extra={
-            "fields": {
-                "key_id": masker.key_id,
-                "concurrency": settings.concurrency,
-                "batch_size": settings.batch_size,
-                "drain": drain,
-            }
-        },
-    )
+        server = serve_health(settings, stats, source, threads)
     try:
-        with _stop_on_signals(pipeline):
-            pipeline.run()
+        info = Retrier(settings.max_retry_time).call("SQS", source.info)
+        if settings.init_db:
+            retrier.call("init-db", lambda: init_db(settings))
+        key_check = KeyCheck(settings, masker)
+        key_check.now_if_possible()
+        prune = partial(
+            ledger.prune_periodically,
+            lambda: session(settings.database_url),
+            info.retention_seconds,
+            retrier,
+        )
+        threads.start("ledger-prune", prune)
+        sink = key_check.before_first_write(
+            PostgresSink(
+                settings.database_url,
+                lake=bool(settings.lake_warehouse),
+                write_timeout=float(settings.max_retry_time),
+            )
+        )
+        try:
+            lake = lake_writer(settings, stats, threads)
+            pipeline = build_pipeline(
+                settings,
+                source,
+                sink,
+                masker,
+                drain=drain,
+                max_messages=max_messages,
+                visibility_timeout=info.visibility_timeout,
+                stats=stats,
+                threads=threads,
+            )
+            log.info(
+                "worker started",
+                extra={
+                    "fields": {
+                        "key_id": masker.key_id,
+                        "concurrency": settings.concurrency,
+                        "batch_size": settings.batch_size,
+                        "drain": drain,
+                    }
+                },
+            )
+            try:
+                with stop_on_signals(threads.stop):
+                    pipeline.run()  # raises the first error of any thread
+            finally:
+                if lake is not None:
+                    lake.close()  # a last pass: what this run loaded goes to the lake now
+        finally:
+            sink.close()
     finally:
-        retrier.stop.set()  # ends the pruning thread
-        sink.close()
-        if lake is not None:
-            lake.close()  # a last pass: what this run loaded goes to the lake now
+        if server is not None:
+            server.shutdown()  # /metrics and /healthz answered until the loop was done
+        threads.end(settings.shutdown_timeout)
+    threads.raise_error()  # a side thread that failed after the loop ended
     snap = stats.snapshot()
     log.info(
         "worker stopped",
@@ -217,11 +206,15 @@ def serve_health(
     settings: Settings,
     stats: Stats,
     source: SqsSource,
-    stop: threading.Event,
+    threads: Threads,
     *,
     slack: float = health.SLACK,
 ) -> health.Server:
-    """Serve /metrics, /healthz and /readyz; probe PostgreSQL and SQS every 2 s until `stop`."""
+    """Serve /metrics, /healthz and /readyz; probe PostgreSQL and SQS every 2 s until the stop.
+
+    The probes run in `threads` until its stop; the caller `shutdown()`s the
+    server it gets, once the loop is done (the probes answer through a graceful stop).
+    """
     metrics = stats.metrics or Metrics()
     dlqs: list[SqsSource | None] = []  # the queue's DLQ, once a probe has read its settings
 
@@ -243,26 +236,23 @@ def serve_health(
     checks = {"postgresql": postgres, "sqs": sqs}
     state = health.Health(stats, checks, slack=slack)
     server = health.serve(metrics, state, settings.metrics_port, settings.metrics_address)
-    threading.Thread(
-        target=health.probe_forever, args=(state, stop), name="probes", daemon=True
-    ).start()
-
-    def stop_serving() -> None:
-        stop.wait()
-        server.shutdown()
-
-    threading.Thread(target=stop_serving, name="http-stop", daemon=True).start()
+    threads.start("probes", partial(health.probe_forever, state, threads.stop))
     return server
 
 
-def lake_writer(settings: Settings, stats: Stats | None = None) -> LakeWriter | None:
-    """The started lake writer when the lake is on (pyiceberg is imported only then)."""
+def lake_writer(
+    settings: Settings, stats: Stats | None = None, threads: Threads | None = None
+) -> LakeWriter | None:
+    """The started lake writer when the lake is on (pyiceberg is imported only then).
+
+    Its thread runs in `threads` (a registry of its own if none is given).
+    """
     if not settings.lake_warehouse:
         return None
     from login_etl.lake.writer import LakeWriter
 
     on_retry = stats.retried if stats is not None else None
-    return LakeWriter(settings, stats, on_retry=on_retry).start()
+    return LakeWriter(settings, stats, on_retry=on_retry, threads=threads).start()
 
 
 def seed(settings: Settings, bodies: Sequence[str]) -> int:

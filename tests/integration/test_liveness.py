@@ -28,6 +28,7 @@ from login_etl.dev.local import LocalPostgres, free_port
 from login_etl.metrics import Metrics, Stats
 from login_etl.pgsink import PostgresSink
 from login_etl.service import build_pipeline, init_db, serve_health, source_for
+from login_etl.threads import Threads
 
 from .helpers import event, scalar, send
 
@@ -95,6 +96,7 @@ def test_a_hung_postgres_keeps_healthz_200_and_readyz_503(own_pg, own_pg_env, sq
     stats = Stats(metrics=Metrics())
     source, info = source_for(settings)
     sink = PostgresSink(url, write_timeout=float(settings.max_retry_time))
+    threads = Threads()  # the pipeline's and the probes', as `service.run` shares them
     pipeline = build_pipeline(
         settings,
         source,
@@ -102,9 +104,9 @@ def test_a_hung_postgres_keeps_healthz_200_and_readyz_503(own_pg, own_pg_env, sq
         settings.masker(),
         visibility_timeout=info.visibility_timeout,
         stats=stats,
+        threads=threads,
     )
-    stop = threading.Event()
-    serve_health(settings, stats, source, stop, slack=SLACK)
+    server = serve_health(settings, stats, source, threads, slack=SLACK)
     failed: list[BaseException] = []
 
     def run() -> None:
@@ -146,7 +148,8 @@ def test_a_hung_postgres_keeps_healthz_200_and_readyz_503(own_pg, own_pg_env, sq
     finally:
         pipeline.stop()
         worker.join(60)
-        stop.set()
+        server.shutdown()
+        threads.join(30)
         sink.close()
     assert not failed, failed
     assert scalar(url, "SELECT count(DISTINCT user_id) FROM user_logins") == 40

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from login_etl import service
 from login_etl.config import Settings
 from login_etl.masking import Masker, decode_key, generate_key
 from login_etl.metrics import Stats
@@ -303,3 +304,32 @@ def test_two_copies_of_one_message_in_a_batch_load_once(etl_env) -> None:
     assert (again.loaded, again.rejected, again.duplicates) == (0, 0, 4)
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins") == 1
     assert scalar(etl_env.database_url, "SELECT count(*) FROM user_logins_rejected") == 1
+
+
+class PruneBroke(Exception):
+    """What the broken side thread raises."""
+
+
+@pytest.mark.timeout(120)
+def test_a_side_thread_error_stops_the_worker_and_run_raises_it(
+    etl_env, sqs_client, monkeypatch
+) -> None:
+    send(sqs_client, etl_env.queue_url, [event(i) for i in range(200)])
+    url = etl_env.database_url
+
+    def prune_then_break(connect: Any, retention: float, retrier: Any, **_: Any) -> None:
+        # A side thread of the worker fails once loading is under way.
+        while not retrier.stop.wait(0.05):
+            if scalar(url, "SELECT to_regclass('user_logins') IS NOT NULL") and scalar(
+                url, "SELECT count(*) FROM user_logins"
+            ):
+                raise PruneBroke("the ledger prune broke")
+
+    monkeypatch.setattr(service.ledger, "prune_periodically", prune_then_break)
+    # Not a drain: only the side thread's error can end this run.
+    with pytest.raises(PruneBroke):
+        service.run(Settings.load({"init_db": True, "batch_size": 20, "batch_wait_seconds": 0.2}))
+    visible, in_flight = queue_depth(sqs_client, etl_env.queue_url)
+    assert in_flight == 0  # what the worker held was handed back before run raised
+    loaded = scalar(url, "SELECT count(*) FROM user_logins")
+    assert 0 < loaded and visible + loaded == 200

@@ -10,7 +10,7 @@ import pytest
 from login_etl.config import KEY_FILE_ADVICE, SPECS, Settings
 from login_etl.errors import ConfigError
 from login_etl.masking import Masker, key_id
-from login_etl.pipeline import Options
+from login_etl.pipeline import LOOP_ONLY, Options
 from login_etl.service import pipeline_options
 from tests.unit.helpers import KEY_A, KEY_A_TEXT, KEY_B, KEY_B_TEXT
 
@@ -310,8 +310,8 @@ def test_pipeline_options_map_every_loop_setting() -> None:
     assert pipeline_options(s, drain=True, max_messages=7, visibility_timeout=45) == Options(
         concurrency=2,
         batch_size=50,
-        batch_wait=0.25,
-        wait_seconds=3,
+        batch_wait_seconds=0.25,
+        wait_time=3,
         max_in_flight=60,
         drain=True,
         max_messages=7,
@@ -321,6 +321,29 @@ def test_pipeline_options_map_every_loop_setting() -> None:
         # Two connects (10 s each) and two bounded queries (the key check, the write).
         sink_timeout=2 * (10 + 9.0),
     )
+
+
+def test_each_loop_option_is_named_as_its_setting() -> None:
+    """One name per concept from flag to loop: an option is a setting of the same name
+    (and is filled from it), or is listed as the loop's own."""
+    options, settings = set(Options.__dataclass_fields__), set(Settings.__dataclass_fields__)
+    assert options - LOOP_ONLY <= settings, "an option named unlike its setting"
+    assert not LOOP_ONLY & settings, "a setting listed as loop-only"
+    assert LOOP_ONLY <= options
+    s = load(
+        LOGIN_ETL_CONCURRENCY="3",
+        LOGIN_ETL_BATCH_SIZE="70",
+        LOGIN_ETL_BATCH_WAIT_SECONDS="0.5",
+        LOGIN_ETL_WAIT_TIME="7",
+        LOGIN_ETL_MAX_IN_FLIGHT="90",
+        LOGIN_ETL_MAX_RETRY_TIME="11",
+        LOGIN_ETL_SHUTDOWN_TIMEOUT="6",
+        LOGIN_ETL_LAKE_EXTRA_FIELDS="a,b",
+    )
+    opts = pipeline_options(s)
+    for name in options - LOOP_ONLY:
+        value = getattr(opts, name)
+        assert value == type(value)(getattr(s, name)), name
 
 
 # -- unknown LOGIN_ETL_* variables ---------------------------------------------------

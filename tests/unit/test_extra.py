@@ -522,8 +522,8 @@ def test_values_left_out_are_counted_by_reason_in_the_metrics() -> None:
     stats = Stats(metrics=Metrics())
     options = Options(
         concurrency=1,
-        batch_wait=0.05,
-        wait_seconds=0,
+        batch_wait_seconds=0.05,
+        wait_time=0,
         drain=True,
         heartbeat=False,
         lake=True,

@@ -121,7 +121,7 @@ def test_a_pipeline_reports_its_write_bound_and_leaves_when_done(masker: Masker)
         batch_size=10,
         max_in_flight=30,
         heartbeat=False,
-        batch_wait=0.01,
+        batch_wait_seconds=0.01,
         max_retry_time=100,
         sink_timeout=50,
     )

@@ -30,8 +30,8 @@ def options(**changes: Any) -> Options:
     base = Options(
         concurrency=2,
         batch_size=10,
-        batch_wait=0.05,
-        wait_seconds=0,
+        batch_wait_seconds=0.05,
+        wait_time=0,
         max_in_flight=100,
         drain=True,
         max_retry_time=10.0,
@@ -182,7 +182,7 @@ def test_redelivered_message_is_loaded_once(masker: Masker) -> None:
         source,
         ExpiringSink(),
         masker,
-        options(concurrency=1, batch_size=10, batch_wait=0.2, drain=False, max_messages=20),
+        options(concurrency=1, batch_size=10, batch_wait_seconds=0.2, drain=False, max_messages=20),
         stats=stats,
     ).run()
     assert sorted(r.message_id for r in sink.rows) == sorted(bodies)

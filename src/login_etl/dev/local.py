@@ -155,7 +155,11 @@ class LocalPostgres(Service):
 
 
 class LocalSqs(Service):
-    """moto's server on a free loopback port (real HTTP): SQS, and KMS on the same port."""
+    """moto's server on a free loopback port (real HTTP): SQS, and KMS on the same port.
+
+    Its SQS calls are made atomic first (`login_etl.dev.motosqs`): as moto ships,
+    concurrent deletes can undo each other and concurrent receives share a message.
+    """
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -170,12 +174,15 @@ class LocalSqs(Service):
         """Start the server and wait until it answers."""
         try:
             from moto.server import ThreadedMotoServer
+
+            from login_etl.dev.motosqs import serialise
         except ImportError as exc:
             raise LocalServiceError(
                 "the embedded SQS endpoint needs moto: pip install 'login-etl[local]'"
             ) from exc
         # werkzeug logs one line per request; keep the demo's and tests' output readable.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        serialise()  # concurrent deletes and receives must not interleave (see motosqs)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         deadline = time.monotonic() + 15

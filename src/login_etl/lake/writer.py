@@ -40,6 +40,7 @@ from login_etl.lake.table import COLUMNS, MARK_KEY, Lake, Mark, mark_of, to_arro
 from login_etl.postgres import connect
 from login_etl.retry import Retrier
 from login_etl.sqlfiles import query, statement
+from login_etl.threads import Threads
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -206,8 +207,10 @@ class LakeWriter:
     """Passes of `flush` on a thread until `close`, which makes a last forced pass.
 
     Failures are retried under the worker's policy (stage ``lake``); one that
-    outlasts it is logged and the next pass tries again, so the lake never
-    stops PostgreSQL loading.
+    outlasts it is logged and the next pass tries again, so an outage of the
+    lake never stops PostgreSQL loading. Anything else its thread raises (a
+    bug, not an outage) is an error of `threads`, whose stop ends the worker;
+    that registry's stop event also ends the loop.
     """
 
     def __init__(
@@ -217,15 +220,19 @@ class LakeWriter:
         *,
         policy: Policy | None = None,
         on_retry: Callable[[str], None] | None = None,
+        threads: Threads | None = None,
     ) -> None:
         self._url = settings.database_url
         self._lake = Lake.from_settings(settings)
         self._stats = stats
         self.policy = policy or Policy()
         self._on_retry = on_retry
-        self._retrier = Retrier(settings.max_retry_time, on_retry=self._retried)
+        self._threads = threads or Threads()
+        self._retrier = Retrier(
+            settings.max_retry_time, stop=self._threads.stop, on_retry=self._retried
+        )
         self._conn: psycopg.Connection[Any] | None = None
-        self._thread = threading.Thread(target=self._loop, name="lake-writer", daemon=True)
+        self._thread: threading.Thread | None = None
         self.appended = 0
 
     def __repr__(self) -> str:
@@ -237,7 +244,7 @@ class LakeWriter:
             self._lake.table()
         except RetryableError as exc:  # ConfigError goes up: one line, exit 2
             log.warning("lake: not reachable at start, loading goes on: %s", exc)
-        self._thread.start()
+        self._thread = self._threads.start("lake-writer", self._loop)
         return self
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -290,9 +297,14 @@ class LakeWriter:
             self._report_backlog()
 
     def close(self, *, final: bool = True) -> None:
-        """Stop the thread; with `final`, append what is left (drain end, shutdown)."""
-        self._retrier.stop.set()  # also cuts a retry wait short
-        self._thread.join(timeout=60)
+        """Stop the thread; with `final`, append what is left (drain end, shutdown).
+
+        Sets the stop of the writer's registry: the worker's, already set when
+        its loop is done; a registry of its own when none was given.
+        """
+        self._threads.stop.set()  # also cuts a retry wait short
+        if self._thread is not None:
+            self._thread.join(timeout=60)
         if final:
             # One attempt: at shutdown an unreachable lake must not hold the worker.
             self._safe_pass(force=True)
