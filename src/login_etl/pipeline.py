@@ -329,9 +329,12 @@ class Pipeline:
         started = time.monotonic()
         try:
             batch = self._split(messages)
-            # Each write fails within sink_timeout, and the policy gives up after the budget.
+            # Each write fails within sink_timeout, and the policy gives up after the budget;
+            # a retry is given the time left, so that it ends near the give-up instant.
             with self.stats.waits.bounded(self.options.max_retry_time + self.options.sink_timeout):
-                result = self._retry.call("write", lambda: self.sink.write(batch))
+                result = self._retry.call_within(
+                    "write", lambda seconds: self.sink.write(batch, timeout=seconds)
+                )
         except BaseException:
             self._release(messages)  # not committed: let another worker have them now
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT = 5.0
 # A long poll answers after at most its wait: this much more means a hung endpoint.
 POLL_SLACK = 10.0
+# The shortest timeout a call bounded by a retry budget gets: even the last attempt
+# before giving up should be able to succeed against a healthy endpoint.
+MIN_CALL_TIMEOUT = 1
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 _MISSING_QUEUE = {
     "AWS.SimpleQueueService.NonExistentQueue",
@@ -54,6 +58,16 @@ _CONFIG_CODES = {
     "InvalidAddress",
     "SignatureDoesNotMatch",
 }
+
+
+def call_timeout_within(seconds: float) -> float:
+    """botocore's connect and read timeouts for a call that must end within `seconds`.
+
+    Whole seconds rounded up, so that a source keeps at most a few clients of
+    shorter timeouts (one per value); never more than CALL_TIMEOUT nor less
+    than MIN_CALL_TIMEOUT.
+    """
+    return float(max(MIN_CALL_TIMEOUT, min(CALL_TIMEOUT, math.ceil(seconds))))
 
 
 def region_for(queue_url: str) -> str | None:
@@ -105,7 +119,7 @@ def make_client(
 ) -> SqsClient:
     """A boto3 SQS client with retries and a connection pool sized for our threads.
 
-    Every call is bounded: `connect_timeout` 5 s, `read_timeout` as given
+    Every call is bounded: `connect_timeout` CALL_TIMEOUT, `read_timeout` as given
     (a receive's must exceed its long-poll wait), and by default one try
     inside botocore: retries are the worker's own policy (``--max-retry-time``,
     jittered backoff), so a hung endpoint fails a call in seconds and the
@@ -131,6 +145,7 @@ def client_factory(
     pool_size: int = 10,
     max_attempts: int = 1,
     read_timeout: float = CALL_TIMEOUT,
+    connect_timeout: float = CALL_TIMEOUT,
     **overrides: Any,
 ) -> Callable[[str], Any]:
     """What builds the boto3 client of one protocol (``json`` or ``query``), as `make_client`'s."""
@@ -140,7 +155,7 @@ def client_factory(
     config = botocore.config.Config(
         retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=pool_size,
-        connect_timeout=5,
+        connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
 
@@ -222,10 +237,33 @@ class SqsSource:
         self._receiver = client or self.client.sibling(
             client_factory(queue_url, pool_size=pool_size, read_timeout=max_wait + POLL_SLACK)
         )
+        # Clients of shorter timeouts, by timeout, for calls bounded by a retry budget's
+        # time left (`call_timeout_within`); none when the client was given.
+        self._bounded: dict[float, Any] | None = None if client else {}
+        self._bounded_lock = threading.Lock()
         self._dlq: tuple[str | None, int | None] | None = None  # resolved once
 
     def __repr__(self) -> str:
         return f"SqsSource({self.queue_url!r})"
+
+    def _within(self, seconds: float | None) -> Any:
+        """The client for a call that must end within `seconds` (None: no sooner than usual).
+
+        botocore fixes a client's timeouts when it is made, so a shorter bound is
+        a sibling client of that timeout, from the same boto3 session, made once.
+        """
+        timeout = CALL_TIMEOUT if seconds is None else call_timeout_within(seconds)
+        if timeout >= CALL_TIMEOUT or self._bounded is None:
+            return self.client
+        with self._bounded_lock:
+            bounded = self._bounded.get(timeout)
+            if bounded is None:
+                bounded = self._bounded[timeout] = self.client.sibling(
+                    client_factory(
+                        self.queue_url, pool_size=2, read_timeout=timeout, connect_timeout=timeout
+                    )
+                )
+        return bounded
 
     def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
         """Long-poll for up to `max_messages` (≤ 10) messages."""
@@ -267,9 +305,11 @@ class SqsSource:
             log.warning("SQS %s failed for %d message(s)", action, len(failed))
         return failed
 
-    def _attributes(self, names: list[str]) -> dict[str, str]:
+    def _attributes(self, names: list[str], *, within: float | None = None) -> dict[str, str]:
         with translated("get attributes"):
-            answer = self.client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
+            answer = self._within(within).get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=names
+            )
         return dict(answer.get("Attributes", {}))
 
     def depth(self) -> QueueDepth:
@@ -287,14 +327,16 @@ class SqsSource:
             delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
         )
 
-    def info(self) -> QueueInfo:
+    def info(self, *, within: float | None = None) -> QueueInfo:
         """Queue depth and the settings that matter to delivery guarantees.
 
-        The dead-letter queue's URL is looked up on the first call only.
+        The dead-letter queue's URL is looked up on the first call only. With
+        `within`, each call's timeouts are cut to that many seconds (the time
+        left of a retry budget: `call_timeout_within`).
         """
-        attrs = self._attributes(["All"])
+        attrs = self._attributes(["All"], within=within)
         if self._dlq is None:
-            self._dlq = self._dead_letter(attrs.get("RedrivePolicy"))
+            self._dlq = self._dead_letter(attrs.get("RedrivePolicy"), within=within)
         dlq_url, max_receives = self._dlq
         return QueueInfo(
             visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
@@ -306,7 +348,9 @@ class SqsSource:
             max_receive_count=max_receives,
         )
 
-    def _dead_letter(self, redrive_policy: str | None) -> tuple[str | None, int | None]:
+    def _dead_letter(
+        self, redrive_policy: str | None, *, within: float | None = None
+    ) -> tuple[str | None, int | None]:
         """(DLQ URL, maxReceiveCount) from a RedrivePolicy, or (None, None)."""
         if not redrive_policy:
             return None, None
@@ -319,7 +363,7 @@ class SqsSource:
         account = arn.split(":")[4] if arn.count(":") >= 5 else None
         kwargs = {"QueueOwnerAWSAccountId": account} if account else {}
         with translated("get DLQ url"):
-            url: str = self.client.get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
+            url: str = self._within(within).get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
         return url, max_receives
 
     def send_bodies(self, bodies: Sequence[str]) -> int:

@@ -167,7 +167,7 @@ def test_redelivered_message_is_loaded_once(masker: Masker) -> None:
     writes = [0]
 
     class ExpiringSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             writes[0] += 1
             if writes[0] == 1:
                 assert source.info().in_flight == 10
@@ -232,7 +232,7 @@ def test_max_in_flight_bounds_what_is_held(masker: Masker) -> None:
     seen: list[tuple[int, int]] = []
 
     class WatchingSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             seen.append((source.info().in_flight, stats.in_hand))
             time.sleep(0.005)
             return sink.write(batch)
@@ -280,7 +280,7 @@ class FlakySink:
         self.calls = 0
         self.inner = MemorySink()
 
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
         self.calls += 1
         if self.calls <= self.failures:
             raise SinkUnavailable("database restarting")
@@ -399,7 +399,7 @@ class CrashAfterCommit:
     def __init__(self, inner: MemorySink) -> None:
         self.inner = inner
 
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
         self.inner.write(batch)
         raise RuntimeError("worker killed after commit")
 
@@ -477,7 +477,7 @@ def test_stop_releases_buffered_messages(masker: Masker) -> None:
     writing, gate = threading.Event(), threading.Event()
 
     class GatedSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             writing.set()
             assert gate.wait(10)
             return sink.write(batch)
@@ -543,7 +543,7 @@ def _slow_run(masker: Masker, heartbeat: bool) -> tuple[Stats, MemorySource, lis
     visible_after_write: list[int] = []
 
     class SlowSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             if len(visible_after_write) == 2:  # redeliveries of the control run: no delay
                 return sink.write(batch)
             for _ in range(2):
@@ -599,7 +599,7 @@ def test_heartbeat_stops_extending_a_message_once_committed(masker: Masker) -> N
     during_second: list[set[str]] = []
 
     class HoldSecondSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             if sink.ledger:  # the second batch: the first committed, its lease dropped
                 call = len(source.extended_ids)
                 wait_until(lambda: sum(second in ids for ids in source.extended_ids[call:]) >= 2)
@@ -643,7 +643,7 @@ def test_heartbeat_extends_to_a_full_timeout_and_retries_failed_extensions(
     held = threading.Event()
 
     class HoldingSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             assert held.wait(10)
             return sink.write(batch)
 
