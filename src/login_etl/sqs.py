@@ -1,9 +1,11 @@
 """Amazon SQS through boto3: the real source.
 
-boto3's standard credential chain and ``AWS_ENDPOINT_URL`` apply unchanged;
-throttling and 5xx answers are retried by botocore's own retry modes. Errors
-that remain are translated into `SourceUnavailable` (retryable) or
-`ConfigError` (the queue does not exist, credentials are missing) here.
+boto3's standard credential chain and ``AWS_ENDPOINT_URL`` apply unchanged.
+Each call is one try inside botocore, bounded by its timeouts: throttling,
+5xx answers and timeouts are retried by the worker's own policy
+(`login_etl.retry`, ``--max-retry-time``). Errors are translated into
+`SourceUnavailable` (retryable) or `ConfigError` (the queue does not exist,
+credentials are missing) here.
 """
 
 from __future__ import annotations
@@ -119,11 +121,12 @@ def make_client(
 ) -> SqsClient:
     """A boto3 SQS client with retries and a connection pool sized for our threads.
 
-    Every call is bounded: `connect_timeout` CALL_TIMEOUT, `read_timeout` as given
-    (a receive's must exceed its long-poll wait), and by default one try
-    inside botocore: retries are the worker's own policy (``--max-retry-time``,
-    jittered backoff), so a hung endpoint fails a call in seconds and the
-    outage is measured the same way as every other.
+    Every call is bounded: `connect_timeout` CALL_TIMEOUT, `read_timeout` as
+    given (a receive's must exceed its long-poll wait), and by default one try
+    inside botocore (`max_attempts` counts every try): retries are the
+    worker's own policy (``--max-retry-time``, jittered backoff), so a hung
+    endpoint fails a call in seconds and the outage is measured the same way
+    as every other.
     `protocol` is ``auto`` (found on first contact), ``json`` or ``query``
     (`login_etl.sqswire`).
     `overrides` (endpoint_url, region_name, credentials) replace what boto3's
@@ -153,7 +156,9 @@ def client_factory(
     if region is None:
         raise ConfigError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)")
     config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        # total_max_attempts counts the first try; botocore reads `max_attempts` in a
+        # Config as retries after it, so 1 there would mean two tries of a hung call.
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=pool_size,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import botocore.exceptions
 import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from hypothesis import given
 from hypothesis import strategies as st
 
+from login_etl import sqs
 from login_etl.postgres import CONNECT_TIMEOUT, MIN_CONNECT_TIMEOUT, connect_timeout_within
 from login_etl.sqs import CALL_TIMEOUT, MIN_CALL_TIMEOUT, call_timeout_within
 
@@ -60,3 +63,35 @@ def test_an_sqs_call_outlasts_the_time_left_by_under_a_second(seconds: float) ->
     timeout = call_timeout_within(seconds)
     assert MIN_CALL_TIMEOUT <= timeout <= CALL_TIMEOUT
     assert timeout < max(seconds, MIN_CALL_TIMEOUT) + 1
+
+
+def test_an_sqs_call_is_tried_once_inside_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries are the worker's policy: a hung call must cost one timeout, not two.
+
+    botocore reads a Config's ``max_attempts`` as retries after the first try; two
+    tries of a hung call took twice the call timeout (10 s for a 5 s one).
+    """
+    for name, value in {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}.items():
+        monkeypatch.setenv(name, value)
+    url = "http://127.0.0.1:1/123456789012/q"
+    client = sqs.client_factory(url, region_name="us-east-1", endpoint_url=url)("json")
+    sent: list[str] = []
+
+    def unavailable(request: AWSPreparedRequest, **_: object) -> AWSResponse:
+        sent.append(request.url)  # answered here: nothing leaves the process
+        return AWSResponse(request.url, 503, {}, _Raw(b'{"__type": "ServiceUnavailable"}'))
+
+    client.meta.events.register("before-send.sqs", unavailable)
+    with pytest.raises(botocore.exceptions.ClientError):
+        client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    assert len(sent) == 1
+
+
+class _Raw:
+    """The raw body botocore reads an answer's content from."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: object) -> list[bytes]:
+        return [self._body]
