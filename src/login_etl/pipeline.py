@@ -238,9 +238,11 @@ class Pipeline:
                 self._source_done.set()  # quota reached
                 return
             began = time.monotonic()
+            # A first poll may take the whole budget; a retry what is left of it.
+            left = opts.max_retry_time if backoff is None else backoff.time_left(began)
             try:
                 with waits.bounded(wait + opts.source_timeout):
-                    messages = self.source.receive(want, wait)
+                    messages = self.source.receive(want, wait, timeout=left)
             except RetryableError as exc:
                 self._capacity.release(slots)
                 self._unreserve(want)
@@ -368,7 +370,9 @@ class Pipeline:
         """Delete committed messages; one not deleted comes back and the ledger skips it."""
         failed = [m.message_id for m in messages]
         try:
-            failed = self._retry.call("delete", lambda: self.source.delete(messages))
+            failed = self._retry.call_within(
+                "delete", lambda seconds: self.source.delete(messages, timeout=seconds)
+            )
         except RetryTimeExceeded:
             if not self._stopping.is_set():
                 raise  # an outage longer than --max-retry-time stops the worker
@@ -410,7 +414,9 @@ class Pipeline:
                 if self._stopping.wait(next_tick - time.monotonic()):
                     return
             try:
-                self._extend_due()
+                now = time.monotonic()
+                left = self.options.max_retry_time if backoff is None else backoff.time_left(now)
+                self._extend_due(left)
                 backoff = None
             except RetryableError as exc:
                 if self._stopping.is_set():
@@ -418,11 +424,12 @@ class Pipeline:
                 # The next tick is the retry; give up at the same moment as every stage.
                 backoff = self._retry.failed("extend", exc, backoff)
 
-    def _extend_due(self) -> None:
-        """Extend every message held longer than a third of the visibility timeout."""
+    def _extend_due(self, timeout: float) -> None:
+        """Extend every message held longer than a third of the visibility timeout,
+        each call within `timeout` (the time left of the retry budget)."""
         now = time.monotonic()
         due = self._leases.due(now)
         if due:
             with self.stats.waits.bounded(self._calls(due) * self.options.source_timeout):
-                failed = self.source.change_visibility(due, self._leases.extension)
+                failed = self.source.change_visibility(due, self._leases.extension, timeout=timeout)
             self.stats.add(extended=self._leases.extended(due, now, failed))

@@ -81,13 +81,12 @@ def build_pipeline(
     return Pipeline(source, sink, masker, options, stats=stats)
 
 
-def init_db(settings: Settings, *, within: float | None = None) -> None:
+def init_db(settings: Settings, *, timeout: float = CONNECT_TIMEOUT) -> None:
     """Create the tables if missing (idempotent).
 
-    With `within`, connecting must succeed within that many seconds (the time
-    left of a retry budget; libpq's 2 s floor applies).
+    Connecting must succeed within `timeout` seconds (the time left of a retry
+    budget; at most libpq's CONNECT_TIMEOUT, at least its 2 s floor).
     """
-    timeout = CONNECT_TIMEOUT if within is None else within
     with session(settings.database_url, connect_timeout=timeout) as conn:
         init_schema(conn)
 
@@ -115,7 +114,7 @@ def source_for(settings: Settings, *, max_retry_time: float = 0) -> tuple[SqsSou
 
 def _queue_info(source: SqsSource, retrier: Retrier) -> QueueInfo:
     """The queue's settings, each attempt cut to the time left of `retrier`'s budget."""
-    return retrier.call_within("SQS", lambda seconds: source.info(within=seconds))
+    return retrier.call_within("SQS", lambda seconds: source.info(timeout=seconds))
 
 
 @contextmanager
@@ -165,7 +164,7 @@ def run(
         serve_health(settings, stats, source, retrier.stop)
     info = _queue_info(source, Retrier(settings.max_retry_time))
     if settings.init_db:
-        retrier.call_within("init-db", lambda seconds: init_db(settings, within=seconds))
+        retrier.call_within("init-db", lambda seconds: init_db(settings, timeout=seconds))
     key_check = KeyCheck(settings, masker)
     key_check.now_if_possible()
     threading.Thread(
@@ -304,11 +303,11 @@ class KeyCheck:
         self._timeout = float(settings.max_retry_time)  # as long as a write may take
         self._done = False
 
-    def check(self, within: float | None = None) -> None:
+    def check(self, timeout: float | None = None) -> None:
         """Run the check (once it has passed, never again), connecting and querying
-        within `within` seconds (default: the retry budget, as long as a write may take)."""
+        within `timeout` seconds (default: the retry budget, as long as a write may take)."""
         if not self._done:
-            seconds = self._timeout if within is None else within
+            seconds = self._timeout if timeout is None else timeout
             started = time.monotonic()
             with (
                 session(self._url, connect_timeout=seconds) as conn,

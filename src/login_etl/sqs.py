@@ -72,6 +72,16 @@ def call_timeout_within(seconds: float) -> float:
     return float(max(MIN_CALL_TIMEOUT, min(CALL_TIMEOUT, math.ceil(seconds))))
 
 
+def poll_timeout_within(wait: int, seconds: float) -> float:
+    """The read timeout of a long poll of `wait` seconds that should end within `seconds`.
+
+    Only the slack past the wait is cut (to whole seconds, at least
+    MIN_CALL_TIMEOUT, at most POLL_SLACK): the poll itself still takes its wait.
+    """
+    slack = max(MIN_CALL_TIMEOUT, min(POLL_SLACK, math.ceil(seconds - wait)))
+    return float(wait + slack)
+
+
 def region_for(queue_url: str) -> str | None:
     """The region to use: AWS_REGION / AWS_DEFAULT_REGION, else the queue URL's."""
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
@@ -242,8 +252,10 @@ class SqsSource:
         self._receiver = client or self.client.sibling(
             client_factory(queue_url, pool_size=pool_size, read_timeout=max_wait + POLL_SLACK)
         )
-        # Clients of shorter timeouts, by timeout, for calls bounded by a retry budget's
-        # time left (`call_timeout_within`); none when the client was given.
+        # Clients of shorter timeouts, by read timeout, for calls bounded by the time
+        # left of a retry budget; none when the client was given.
+        self._poll_timeout = max_wait + POLL_SLACK
+        self._pool_size = pool_size
         self._bounded: dict[float, Any] | None = None if client else {}
         self._bounded_lock = threading.Lock()
         self._dlq: tuple[str | None, int | None] | None = None  # resolved once
@@ -251,29 +263,46 @@ class SqsSource:
     def __repr__(self) -> str:
         return f"SqsSource({self.queue_url!r})"
 
-    def _within(self, seconds: float | None) -> Any:
-        """The client for a call that must end within `seconds` (None: no sooner than usual).
+    def _within(self, timeout: float | None) -> Any:
+        """The client for a call that must end within `timeout` seconds (None: as usual)."""
+        read = CALL_TIMEOUT if timeout is None else call_timeout_within(timeout)
+        return self._client_timing_out(read) if read < CALL_TIMEOUT else self.client
+
+    def _receiver_within(self, wait: int, timeout: float | None) -> Any:
+        """The client for a long poll of `wait` s that should end within `timeout` s."""
+        read = self._poll_timeout if timeout is None else poll_timeout_within(wait, timeout)
+        return self._client_timing_out(read) if read < self._poll_timeout else self._receiver
+
+    def _client_timing_out(self, read: float) -> Any:
+        """A client whose read timeout is `read` seconds, made once per value.
 
         botocore fixes a client's timeouts when it is made, so a shorter bound is
-        a sibling client of that timeout, from the same boto3 session, made once.
+        a sibling client (same boto3 session, same protocol) of its own.
         """
-        timeout = CALL_TIMEOUT if seconds is None else call_timeout_within(seconds)
-        if timeout >= CALL_TIMEOUT or self._bounded is None:
+        if self._bounded is None:  # a client given by the caller: its own timeouts
             return self.client
         with self._bounded_lock:
-            bounded = self._bounded.get(timeout)
-            if bounded is None:
-                bounded = self._bounded[timeout] = self.client.sibling(
+            client = self._bounded.get(read)
+            if client is None:
+                client = self._bounded[read] = self.client.sibling(
                     client_factory(
-                        self.queue_url, pool_size=2, read_timeout=timeout, connect_timeout=timeout
+                        self.queue_url,
+                        pool_size=self._pool_size,
+                        read_timeout=read,
+                        connect_timeout=min(read, CALL_TIMEOUT),
                     )
                 )
-        return bounded
+        return client
 
-    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
-        """Long-poll for up to `max_messages` (≤ 10) messages."""
+    def receive(
+        self, max_messages: int, wait_seconds: int, *, timeout: float | None = None
+    ) -> list[Message]:
+        """Long-poll for up to `max_messages` (≤ 10) messages.
+
+        With `timeout`, the read timeout past the wait is cut to it (not the wait).
+        """
         with translated("receive"):
-            answer = self._receiver.receive_message(
+            answer = self._receiver_within(wait_seconds, timeout).receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(max_messages, SQS_BATCH_MAX),
                 WaitTimeSeconds=wait_seconds,
@@ -281,38 +310,50 @@ class SqsSource:
             )
         return [_message(raw) for raw in answer.get("Messages", [])]
 
-    def delete(self, messages: Sequence[Message]) -> list[str]:
-        """Batch-delete; return ids SQS did not delete (they will come back, and be skipped)."""
-        return self._batch("delete", "delete_message_batch", messages, {})
+    def delete(self, messages: Sequence[Message], *, timeout: float | None = None) -> list[str]:
+        """Batch-delete; return ids SQS did not delete (they will come back, and be skipped).
 
-    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+        With `timeout`, each call's timeouts are cut to it (`call_timeout_within`).
+        """
+        return self._batch("delete", "delete_message_batch", messages, {}, timeout)
+
+    def change_visibility(
+        self, messages: Sequence[Message], seconds: int, *, timeout: float | None = None
+    ) -> list[str]:
         """Batch-change visibility; return ids that failed (e.g. already deleted)."""
         return self._batch(
             "change visibility",
             "change_message_visibility_batch",
             messages,
             {"VisibilityTimeout": seconds},
+            timeout,
         )
 
     def _batch(
-        self, action: str, method: str, messages: Sequence[Message], extra: dict[str, Any]
+        self,
+        action: str,
+        method: str,
+        messages: Sequence[Message],
+        extra: dict[str, Any],
+        timeout: float | None,
     ) -> list[str]:
         failed: list[str] = []
+        client = self._within(timeout)
         for chunk in chunks(messages):
             entries = [
                 {"Id": str(i), "ReceiptHandle": m.receipt, **extra} for i, m in enumerate(chunk)
             ]
             with translated(action):
-                answer = getattr(self.client, method)(QueueUrl=self.queue_url, Entries=entries)
+                answer = getattr(client, method)(QueueUrl=self.queue_url, Entries=entries)
             for entry in answer.get("Failed", []):
                 failed.append(chunk[int(entry["Id"])].message_id)
         if failed:
             log.warning("SQS %s failed for %d message(s)", action, len(failed))
         return failed
 
-    def _attributes(self, names: list[str], *, within: float | None = None) -> dict[str, str]:
+    def _attributes(self, names: list[str], *, timeout: float | None = None) -> dict[str, str]:
         with translated("get attributes"):
-            answer = self._within(within).get_queue_attributes(
+            answer = self._within(timeout).get_queue_attributes(
                 QueueUrl=self.queue_url, AttributeNames=names
             )
         return dict(answer.get("Attributes", {}))
@@ -332,16 +373,15 @@ class SqsSource:
             delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
         )
 
-    def info(self, *, within: float | None = None) -> QueueInfo:
+    def info(self, *, timeout: float | None = None) -> QueueInfo:
         """Queue depth and the settings that matter to delivery guarantees.
 
         The dead-letter queue's URL is looked up on the first call only. With
-        `within`, each call's timeouts are cut to that many seconds (the time
-        left of a retry budget: `call_timeout_within`).
+        `timeout`, each call's timeouts are cut to it (`call_timeout_within`).
         """
-        attrs = self._attributes(["All"], within=within)
+        attrs = self._attributes(["All"], timeout=timeout)
         if self._dlq is None:
-            self._dlq = self._dead_letter(attrs.get("RedrivePolicy"), within=within)
+            self._dlq = self._dead_letter(attrs.get("RedrivePolicy"), timeout=timeout)
         dlq_url, max_receives = self._dlq
         return QueueInfo(
             visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
@@ -354,7 +394,7 @@ class SqsSource:
         )
 
     def _dead_letter(
-        self, redrive_policy: str | None, *, within: float | None = None
+        self, redrive_policy: str | None, *, timeout: float | None = None
     ) -> tuple[str | None, int | None]:
         """(DLQ URL, maxReceiveCount) from a RedrivePolicy, or (None, None)."""
         if not redrive_policy:
@@ -368,7 +408,7 @@ class SqsSource:
         account = arn.split(":")[4] if arn.count(":") >= 5 else None
         kwargs = {"QueueOwnerAWSAccountId": account} if account else {}
         with translated("get DLQ url"):
-            url: str = self._within(within).get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
+            url: str = self._within(timeout).get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
         return url, max_receives
 
     def send_bodies(self, bodies: Sequence[str]) -> int:

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from login_etl import sqs
 from login_etl.postgres import CONNECT_TIMEOUT, MIN_CONNECT_TIMEOUT, connect_timeout_within
-from login_etl.sqs import CALL_TIMEOUT, MIN_CALL_TIMEOUT, call_timeout_within
+from login_etl.sqs import (
+    CALL_TIMEOUT,
+    MIN_CALL_TIMEOUT,
+    POLL_SLACK,
+    call_timeout_within,
+    poll_timeout_within,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,6 +69,39 @@ def test_an_sqs_call_outlasts_the_time_left_by_under_a_second(seconds: float) ->
     timeout = call_timeout_within(seconds)
     assert MIN_CALL_TIMEOUT <= timeout <= CALL_TIMEOUT
     assert timeout < max(seconds, MIN_CALL_TIMEOUT) + 1
+
+
+@pytest.mark.parametrize(
+    ("wait", "seconds", "expected"),
+    [
+        (20, 300.0, 20 + POLL_SLACK),  # a long budget: the usual slack past the wait
+        (1, 4.0, 4.0),  # a 4 s budget, 1 s polls: cut at 4 s, not 11
+        (1, 2.2, 3.0),  # whole seconds, rounded up
+        (1, 0.5, 1.0 + MIN_CALL_TIMEOUT),  # the wait itself is never cut
+        (20, 5.0, 20.0 + MIN_CALL_TIMEOUT),
+    ],
+)
+def test_a_long_polls_read_timeout_cuts_only_its_slack(
+    wait: int, seconds: float, expected: float
+) -> None:
+    assert poll_timeout_within(wait, seconds) == expected
+
+
+def test_a_source_keeps_one_client_per_shorter_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounded calls reuse a client per whole-second timeout; the usual one otherwise."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    source = sqs.SqsSource("http://127.0.0.1:1/123456789012/q", max_wait=1)
+    assert source._within(None) is source._within(300) is source.client
+    two = source._within(1.2)
+    assert two is source._within(2.0) and two is not source.client
+    assert two.meta.config.read_timeout == two.meta.config.connect_timeout == 2.0
+    assert source._receiver_within(1, 300) is source._receiver
+    poll = source._receiver_within(1, 3.5)
+    assert poll.meta.config.read_timeout == 4.0  # the 1 s wait + 2.5 s rounded up
+    assert poll is source._within(3.2)  # one client per timeout, whatever the call
 
 
 def test_an_sqs_call_is_tried_once_inside_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
