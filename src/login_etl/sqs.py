@@ -47,7 +47,7 @@ _MISSING_QUEUE = {
     "QueueDoesNotExist",
 }
 # Answers no retry can fix: the credentials or the policy are wrong. Every
-# other code is retried (throttling and 5xx after botocore's own retries).
+# other code is retried under the worker's policy (throttling, 5xx).
 # ExpiredToken is retried on purpose: the standard chain's credentials (IRSA,
 # instance and container roles, SSO) refresh themselves, so the next call
 # signs with new ones; static temporary keys that expired fail until
