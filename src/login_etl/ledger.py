@@ -49,7 +49,7 @@ def prune(
 
 
 def prune_periodically(
-    connect: Callable[[], AbstractContextManager[psycopg.Connection[Any]]],
+    connect: Callable[[float], AbstractContextManager[psycopg.Connection[Any]]],
     retention_seconds: float,
     retrier: Retrier,
     *,
@@ -59,15 +59,16 @@ def prune_periodically(
 
     A failing prune is retried like every other call; if it still fails, the
     worker goes on loading (pruning is housekeeping) and tries again next time.
+    `connect(seconds)` opens a connection within the retry budget's time left.
     """
 
-    def once() -> int:
-        with connect() as conn:
+    def once(seconds: float) -> int:
+        with connect(seconds) as conn:
             return prune(conn, retention_seconds)
 
     while not retrier.stop.wait(every):
         try:
-            pruned = retrier.call("prune", once)
+            pruned = retrier.call_within("prune", once)
         except RetryTimeExceeded as exc:
             log.warning("ledger pruning gave up until the next round: %s", exc)
             continue

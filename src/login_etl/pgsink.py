@@ -115,7 +115,7 @@ class PostgresSink:
         limit = self._write_timeout if timeout is None else timeout
         started = time.monotonic()
         with (
-            self._guard(connect_timeout=min(CONNECT_TIMEOUT, limit)) as conn,
+            self._guard(connect_timeout=limit) as conn,
             deadline(conn, limit - (time.monotonic() - started)),
         ):
             try:

@@ -254,9 +254,11 @@ class Pipeline:
                     return
                 continue
             began = time.monotonic()
+            # A first poll may take the whole budget; a retry what is left of it.
+            left = opts.max_retry_time if backoff is None else backoff.time_left(began)
             try:
                 with waits.bounded(wait + opts.source_timeout):
-                    messages = self.source.receive(want, wait)
+                    messages = self.source.receive(want, wait, timeout=left)
             except RetryableError as exc:
                 self._hand.unreserve(want)
                 if self._stopping.is_set():
@@ -331,9 +333,12 @@ class Pipeline:
         started = time.monotonic()
         try:
             batch = self._split(messages)
-            # Each write fails within sink_timeout, and the policy gives up after the budget.
+            # Each write fails within sink_timeout, and the policy gives up after the budget;
+            # a retry is given the time left, so that it ends near the give-up instant.
             with self.stats.waits.bounded(self.options.max_retry_time + self.options.sink_timeout):
-                result = self._retry.call("write", lambda: self.sink.write(batch))
+                result = self._retry.call_within(
+                    "write", lambda seconds: self.sink.write(batch, timeout=seconds)
+                )
         except BaseException:
             self._release(messages)  # not committed: let another worker have them now
             raise
@@ -367,7 +372,9 @@ class Pipeline:
         """Delete committed messages; one not deleted comes back and the ledger skips it."""
         failed = [m.message_id for m in messages]
         try:
-            failed = self._retry.call("delete", lambda: self.source.delete(messages))
+            failed = self._retry.call_within(
+                "delete", lambda seconds: self.source.delete(messages, timeout=seconds)
+            )
         except RetryTimeExceeded:
             if not self._stopping.is_set():
                 raise  # an outage longer than --max-retry-time stops the worker
@@ -406,7 +413,9 @@ class Pipeline:
                 if self._stopping.wait(next_tick - time.monotonic()):
                     return
             try:
-                self._extend_due()
+                now = time.monotonic()
+                left = self.options.max_retry_time if backoff is None else backoff.time_left(now)
+                self._extend_due(left)
                 backoff = None
             except RetryableError as exc:
                 if self._stopping.is_set():
@@ -414,12 +423,13 @@ class Pipeline:
                 # The next tick is the retry; give up at the same moment as every stage.
                 backoff = self._retry.failed("extend", exc, backoff)
 
-    def _extend_due(self) -> None:
-        """Extend every message held longer than a third of the visibility timeout."""
+    def _extend_due(self, timeout: float) -> None:
+        """Extend every message held longer than a third of the visibility timeout,
+        each call within `timeout` (the time left of the retry budget)."""
         now = time.monotonic()
         leases = self._hand.leases
         due = leases.due(now)
         if due:
             with self.stats.waits.bounded(self._calls(due) * self.options.source_timeout):
-                failed = self.source.change_visibility(due, leases.extension)
+                failed = self.source.change_visibility(due, leases.extension, timeout=timeout)
             self.stats.add(extended=leases.extended(due, now, failed))

@@ -10,6 +10,7 @@ table or privilege) becomes `ConfigError`; anything else is a
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -130,12 +131,26 @@ def check_url(url: str) -> None:
 
 # libpq's connect_timeout for every connection the service opens, in seconds.
 CONNECT_TIMEOUT = 10
+# libpq reads connect_timeout in whole seconds and takes 1 as 2: its shortest.
+MIN_CONNECT_TIMEOUT = 2
+
+
+def connect_timeout_within(seconds: float) -> int:
+    """libpq's connect_timeout for a connection that must be made within `seconds`.
+
+    Whole seconds rounded down, so as not to outlast `seconds`, never more
+    than CONNECT_TIMEOUT nor less than libpq's MIN_CONNECT_TIMEOUT: with less
+    than 2 s left an attempt still takes up to 2 s (not CONNECT_TIMEOUT's 10).
+    libpq applies it to each address of a host in turn.
+    """
+    return max(MIN_CONNECT_TIMEOUT, min(CONNECT_TIMEOUT, math.floor(seconds)))
 
 
 def connect(url: str, *, connect_timeout: float = CONNECT_TIMEOUT) -> psycopg.Connection[Any]:
     """Open a connection; an empty `url` uses libpq's PG* variables.
 
-    `connect_timeout` is in whole seconds, at least 2 (libpq's rule).
+    `connect_timeout` is cut to whole seconds, at least 2 (libpq's rule):
+    `connect_timeout_within`.
 
     A malformed URL, a refused login or a missing database raise ConfigError
     (retrying cannot help); an unreachable server raises SinkUnavailable.
@@ -143,7 +158,9 @@ def connect(url: str, *, connect_timeout: float = CONNECT_TIMEOUT) -> psycopg.Co
     check_url(url)
     try:
         return psycopg.connect(
-            url, connect_timeout=max(2, int(connect_timeout)), application_name="login-etl"
+            url,
+            connect_timeout=connect_timeout_within(connect_timeout),
+            application_name="login-etl",
         )
     except psycopg.Error as exc:
         problem = config_problem(exc)
@@ -180,7 +197,10 @@ def translate(exc: psycopg.Error) -> LoginEtlError:
 def session(
     url: str, *, connect_timeout: float = CONNECT_TIMEOUT
 ) -> Iterator[psycopg.Connection[Any]]:
-    """A connection for one admin task; every psycopg error leaves as a login-etl error."""
+    """A connection for one admin task; every psycopg error leaves as a login-etl error.
+
+    `connect_timeout` as `connect` takes it.
+    """
     conn = connect(url, connect_timeout=connect_timeout)
     try:
         with conn:

@@ -9,6 +9,12 @@ failure that outlasts ``max_time`` seconds — ``--max-retry-time`` — becomes
 `RetryTimeExceeded`, which stops the worker with one clear line while the
 messages stay in the queue. Receive, write, delete, extend and prune all use
 it, so ``--max-retry-time`` means the same everywhere.
+
+The budget is a deadline, not only a count of retries: `Retrier.call_within`
+hands each attempt the seconds left before give-up, and the attempt cuts its
+connect and read timeouts to them (`postgres.connect_timeout_within`,
+`sqs.call_timeout_within`), so one hung attempt cannot carry the worker far
+past the instant the operator set.
 """
 
 from __future__ import annotations
@@ -58,6 +64,10 @@ class Backoff:
         """True once the failure has lasted past the give-up instant."""
         return now >= self.give_up_at
 
+    def time_left(self, now: float) -> float:
+        """Seconds from `now` to the give-up instant (0 once it has passed)."""
+        return max(0.0, self.give_up_at - now)
+
 
 class Retrier:
     """Calls functions under one policy shared by every stage of the worker.
@@ -85,11 +95,23 @@ class Retrier:
         Once the stop event is set, a failure is not retried: shutting down
         must not wait out an outage.
         """
+        return self.call_within(stage, lambda _seconds: fn())
+
+    def call_within(self, stage: str, fn: Callable[[float], T]) -> T:
+        """As `call`, giving each attempt the seconds it may take: `fn(seconds)`.
+
+        `seconds` is the time left before this failure would be given up:
+        ``max_time`` for a first attempt (an outage is counted from when its
+        first failing call began), less for each retry. An attempt that bounds
+        its connect and read timeouts by it ends near the give-up instant
+        instead of at its client's own timeout.
+        """
         backoff: Backoff | None = None
         while True:
             began = self._clock()
+            seconds = self.max_time if backoff is None else backoff.time_left(began)
             try:
-                return fn()
+                return fn(seconds)
             except RetryableError as exc:
                 backoff = self.failed(stage, exc, backoff, began=began)
                 self.stop.wait(backoff.update_delay(self._clock()))

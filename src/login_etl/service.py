@@ -8,6 +8,7 @@ calls these functions; they never print.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
@@ -79,9 +80,13 @@ def build_pipeline(
     return Pipeline(source, sink, masker, options, stats=stats, threads=threads)
 
 
-def init_db(settings: Settings) -> None:
-    """Create the tables if missing (idempotent)."""
-    with session(settings.database_url) as conn:
+def init_db(settings: Settings, *, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Create the tables if missing (idempotent).
+
+    Connecting must succeed within `timeout` seconds (the time left of a retry
+    budget; at most libpq's CONNECT_TIMEOUT, at least its 2 s floor).
+    """
+    with session(settings.database_url, connect_timeout=timeout) as conn:
         init_schema(conn)
 
 
@@ -99,10 +104,16 @@ def source_for(settings: Settings, *, max_retry_time: float = 0) -> tuple[SqsSou
     """The SQS source for the configured queue and its settings, once the queue answers.
 
     A wrong URL or missing credentials fail at once (ConfigError); an
-    unreachable endpoint is retried for up to `max_retry_time` seconds.
+    unreachable endpoint is retried for up to `max_retry_time` seconds, each
+    attempt within the time left.
     """
     source = sqs_source(settings)
-    return source, Retrier(max_retry_time).call("SQS", source.info)
+    return source, _queue_info(source, Retrier(max_retry_time))
+
+
+def _queue_info(source: SqsSource, retrier: Retrier) -> QueueInfo:
+    """The queue's settings, each attempt cut to the time left of `retrier`'s budget."""
+    return retrier.call_within("SQS", lambda seconds: source.info(timeout=seconds))
 
 
 def run(
@@ -132,14 +143,14 @@ def run(
         # a start during one answers its probes (live, not ready).
         server = serve_health(settings, stats, source, threads)
     try:
-        info = Retrier(settings.max_retry_time).call("SQS", source.info)
+        info = _queue_info(source, Retrier(settings.max_retry_time))
         if settings.init_db:
-            retrier.call("init-db", lambda: init_db(settings))
+            retrier.call_within("init-db", lambda seconds: init_db(settings, timeout=seconds))
         key_check = KeyCheck(settings, masker)
         key_check.now_if_possible()
         prune = partial(
             ledger.prune_periodically,
-            lambda: session(settings.database_url),
+            lambda seconds: session(settings.database_url, connect_timeout=seconds),
             info.retention_seconds,
             retrier,
         )
@@ -278,10 +289,16 @@ class KeyCheck:
         self._timeout = float(settings.max_retry_time)  # as long as a write may take
         self._done = False
 
-    def check(self) -> None:
-        """Run the check (once it has passed, never again)."""
+    def check(self, timeout: float | None = None) -> None:
+        """Run the check (once it has passed, never again), connecting and querying
+        within `timeout` seconds (default: the retry budget, as long as a write may take)."""
         if not self._done:
-            with session(self._url) as conn, deadline(conn, self._timeout):
+            seconds = self._timeout if timeout is None else timeout
+            started = time.monotonic()
+            with (
+                session(self._url, connect_timeout=seconds) as conn,
+                deadline(conn, seconds - (time.monotonic() - started)),
+            ):
                 schema.check(conn)  # the version this code knows, before anything is read
                 check_keys(conn, self._masker)
             self._done = True
@@ -301,13 +318,16 @@ class KeyCheck:
 class _CheckedSink:
     """A sink that runs `check` before every write until one succeeds."""
 
-    def __init__(self, sink: Sink, check: Callable[[], None]) -> None:
+    def __init__(self, sink: Sink, check: Callable[[float | None], None]) -> None:
         self._sink, self._check = sink, check
 
-    def write(self, batch: Batch) -> WriteResult:
-        """Check, then write `batch`; a failed check writes nothing."""
-        self._check()
-        return self._sink.write(batch)
+    def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
+        """Check, then write `batch`, the two within `timeout`; a failed check writes nothing."""
+        started = time.monotonic()
+        self._check(timeout)
+        if timeout is not None:
+            timeout -= time.monotonic() - started
+        return self._sink.write(batch, timeout=timeout)
 
     def close(self) -> None:
         """Close the wrapped sink."""

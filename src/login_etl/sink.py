@@ -41,8 +41,13 @@ class WriteResult:
 class Sink(Protocol):
     """Where batches go."""
 
-    def write(self, batch: Batch) -> WriteResult:
-        """Commit `batch` atomically; raise `SinkUnavailable` if it may be retried."""
+    def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
+        """Commit `batch` atomically; raise `SinkUnavailable` if it may be retried.
+
+        `timeout`, when given, is how long the write may take, connecting
+        included (the time left of the retry budget): past it, it fails as
+        retryable.
+        """
         ...
 
     def close(self) -> None:
@@ -67,7 +72,7 @@ class MemorySink:
         self.ledger: dict[str, str] = {}
         self._refuse = refuse
 
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
         """Apply `batch`, skipping ledgered ids; `refuse` plays a database row error.
 
         Changes are collected first and applied at the end, so a failure part-way

@@ -65,17 +65,26 @@ class QueueInfo:
 
 
 class Source(Protocol):
-    """Where messages come from."""
+    """Where messages come from.
 
-    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
+    A `timeout`, when given, is how long a call may take before it fails as
+    retryable (the time left of the retry budget); a long poll may still take
+    its `wait_seconds`.
+    """
+
+    def receive(
+        self, max_messages: int, wait_seconds: int, *, timeout: float | None = None
+    ) -> list[Message]:
         """Up to `max_messages` messages, waiting up to `wait_seconds` for the first."""
         ...
 
-    def delete(self, messages: Sequence[Message]) -> list[str]:
+    def delete(self, messages: Sequence[Message], *, timeout: float | None = None) -> list[str]:
         """Delete messages; return the ids that could not be deleted."""
         ...
 
-    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+    def change_visibility(
+        self, messages: Sequence[Message], seconds: int, *, timeout: float | None = None
+    ) -> list[str]:
         """Set the visibility timeout of in-flight messages; return ids that failed."""
         ...
 
@@ -131,7 +140,9 @@ class MemorySource:
                     del self._in_flight[receipt]
                     self._visible.append(entry[:4])
 
-    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
+    def receive(
+        self, max_messages: int, wait_seconds: int, *, timeout: float | None = None
+    ) -> list[Message]:
         """Hand out visible messages and hide them for the visibility timeout."""
         with self._lock:
             self.receives += 1
@@ -149,7 +160,7 @@ class MemorySource:
                 heapq.heappush(self._deadlines, (deadline, next(self._ids), receipts))
             return out
 
-    def delete(self, messages: Sequence[Message]) -> list[str]:
+    def delete(self, messages: Sequence[Message], *, timeout: float | None = None) -> list[str]:
         """Remove in-flight messages by receipt."""
         with self._lock:
             failed = []
@@ -160,7 +171,9 @@ class MemorySource:
                     self.deleted.add(m.message_id)
             return failed
 
-    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+    def change_visibility(
+        self, messages: Sequence[Message], seconds: int, *, timeout: float | None = None
+    ) -> list[str]:
         """Move the deadline of in-flight messages `seconds` from now."""
         with self._lock:
             failed = []

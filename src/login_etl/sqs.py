@@ -1,15 +1,18 @@
 """Amazon SQS through boto3: the real source.
 
-boto3's standard credential chain and ``AWS_ENDPOINT_URL`` apply unchanged;
-throttling and 5xx answers are retried by botocore's own retry modes. Errors
-that remain are translated into `SourceUnavailable` (retryable) or
-`ConfigError` (the queue does not exist, credentials are missing) here.
+boto3's standard credential chain and ``AWS_ENDPOINT_URL`` apply unchanged.
+Each call is one try inside botocore, bounded by its timeouts: throttling,
+5xx answers and timeouts are retried by the worker's own policy
+(`login_etl.retry`, ``--max-retry-time``). Errors are translated into
+`SourceUnavailable` (retryable) or `ConfigError` (the queue does not exist,
+credentials are missing) here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT = 5.0
 # A long poll answers after at most its wait: this much more means a hung endpoint.
 POLL_SLACK = 10.0
+# The shortest timeout a call bounded by a retry budget gets: even the last attempt
+# before giving up should be able to succeed against a healthy endpoint.
+MIN_CALL_TIMEOUT = 1
 _REGION_IN_URL = re.compile(r"sqs[.-]([a-z0-9-]+)\.amazonaws\.com")
 _MISSING_QUEUE = {
     "AWS.SimpleQueueService.NonExistentQueue",
@@ -41,7 +47,7 @@ _MISSING_QUEUE = {
     "QueueDoesNotExist",
 }
 # Answers no retry can fix: the credentials or the policy are wrong. Every
-# other code is retried (throttling and 5xx after botocore's own retries).
+# other code is retried under the worker's policy (throttling, 5xx).
 # ExpiredToken is retried on purpose: the standard chain's credentials (IRSA,
 # instance and container roles, SSO) refresh themselves, so the next call
 # signs with new ones; static temporary keys that expired fail until
@@ -54,6 +60,26 @@ _CONFIG_CODES = {
     "InvalidAddress",
     "SignatureDoesNotMatch",
 }
+
+
+def call_timeout_within(seconds: float) -> float:
+    """botocore's connect and read timeouts for a call that must end within `seconds`.
+
+    Whole seconds rounded up, so that a source keeps at most a few clients of
+    shorter timeouts (one per value); never more than CALL_TIMEOUT nor less
+    than MIN_CALL_TIMEOUT.
+    """
+    return float(max(MIN_CALL_TIMEOUT, min(CALL_TIMEOUT, math.ceil(seconds))))
+
+
+def poll_timeout_within(wait: int, seconds: float) -> float:
+    """The read timeout of a long poll of `wait` seconds that should end within `seconds`.
+
+    Only the slack past the wait is cut (to whole seconds, at least
+    MIN_CALL_TIMEOUT, at most POLL_SLACK): the poll itself still takes its wait.
+    """
+    slack = max(MIN_CALL_TIMEOUT, min(POLL_SLACK, math.ceil(seconds - wait)))
+    return float(wait + slack)
 
 
 def region_for(queue_url: str) -> str | None:
@@ -105,11 +131,12 @@ def make_client(
 ) -> SqsClient:
     """A boto3 SQS client with retries and a connection pool sized for our threads.
 
-    Every call is bounded: `connect_timeout` 5 s, `read_timeout` as given
-    (a receive's must exceed its long-poll wait), and by default one try
-    inside botocore: retries are the worker's own policy (``--max-retry-time``,
-    jittered backoff), so a hung endpoint fails a call in seconds and the
-    outage is measured the same way as every other.
+    Every call is bounded: `connect_timeout` CALL_TIMEOUT, `read_timeout` as
+    given (a receive's must exceed its long-poll wait), and by default one try
+    inside botocore (`max_attempts` counts every try): retries are the
+    worker's own policy (``--max-retry-time``, jittered backoff), so a hung
+    endpoint fails a call in seconds and the outage is measured the same way
+    as every other.
     `protocol` is ``auto`` (found on first contact), ``json`` or ``query``
     (`login_etl.sqswire`).
     `overrides` (endpoint_url, region_name, credentials) replace what boto3's
@@ -131,6 +158,7 @@ def client_factory(
     pool_size: int = 10,
     max_attempts: int = 1,
     read_timeout: float = CALL_TIMEOUT,
+    connect_timeout: float = CALL_TIMEOUT,
     **overrides: Any,
 ) -> Callable[[str], Any]:
     """What builds the boto3 client of one protocol (``json`` or ``query``), as `make_client`'s."""
@@ -138,9 +166,11 @@ def client_factory(
     if region is None:
         raise ConfigError("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)")
     config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        # total_max_attempts counts the first try; botocore reads `max_attempts` in a
+        # Config as retries after it, so 1 there would mean two tries of a hung call.
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=pool_size,
-        connect_timeout=5,
+        connect_timeout=connect_timeout,
         read_timeout=read_timeout,
     )
 
@@ -222,15 +252,57 @@ class SqsSource:
         self._receiver = client or self.client.sibling(
             client_factory(queue_url, pool_size=pool_size, read_timeout=max_wait + POLL_SLACK)
         )
+        # Clients of shorter timeouts, by read timeout, for calls bounded by the time
+        # left of a retry budget; none when the client was given.
+        self._poll_timeout = max_wait + POLL_SLACK
+        self._pool_size = pool_size
+        self._bounded: dict[float, Any] | None = None if client else {}
+        self._bounded_lock = threading.Lock()
         self._dlq: tuple[str | None, int | None] | None = None  # resolved once
 
     def __repr__(self) -> str:
         return f"SqsSource({self.queue_url!r})"
 
-    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
-        """Long-poll for up to `max_messages` (≤ 10) messages."""
+    def _within(self, timeout: float | None) -> Any:
+        """The client for a call that must end within `timeout` seconds (None: as usual)."""
+        read = CALL_TIMEOUT if timeout is None else call_timeout_within(timeout)
+        return self._client_timing_out(read) if read < CALL_TIMEOUT else self.client
+
+    def _receiver_within(self, wait: int, timeout: float | None) -> Any:
+        """The client for a long poll of `wait` s that should end within `timeout` s."""
+        read = self._poll_timeout if timeout is None else poll_timeout_within(wait, timeout)
+        return self._client_timing_out(read) if read < self._poll_timeout else self._receiver
+
+    def _client_timing_out(self, read: float) -> Any:
+        """A client whose read timeout is `read` seconds, made once per value.
+
+        botocore fixes a client's timeouts when it is made, so a shorter bound is
+        a sibling client (same boto3 session, same protocol) of its own.
+        """
+        if self._bounded is None:  # a client given by the caller: its own timeouts
+            return self.client
+        with self._bounded_lock:
+            client = self._bounded.get(read)
+            if client is None:
+                client = self._bounded[read] = self.client.sibling(
+                    client_factory(
+                        self.queue_url,
+                        pool_size=self._pool_size,
+                        read_timeout=read,
+                        connect_timeout=min(read, CALL_TIMEOUT),
+                    )
+                )
+        return client
+
+    def receive(
+        self, max_messages: int, wait_seconds: int, *, timeout: float | None = None
+    ) -> list[Message]:
+        """Long-poll for up to `max_messages` (≤ 10) messages.
+
+        With `timeout`, the read timeout past the wait is cut to it (not the wait).
+        """
         with translated("receive"):
-            answer = self._receiver.receive_message(
+            answer = self._receiver_within(wait_seconds, timeout).receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(max_messages, SQS_BATCH_MAX),
                 WaitTimeSeconds=wait_seconds,
@@ -238,38 +310,52 @@ class SqsSource:
             )
         return [_message(raw) for raw in answer.get("Messages", [])]
 
-    def delete(self, messages: Sequence[Message]) -> list[str]:
-        """Batch-delete; return ids SQS did not delete (they will come back, and be skipped)."""
-        return self._batch("delete", "delete_message_batch", messages, {})
+    def delete(self, messages: Sequence[Message], *, timeout: float | None = None) -> list[str]:
+        """Batch-delete; return ids SQS did not delete (they will come back, and be skipped).
 
-    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+        With `timeout`, each call's timeouts are cut to it (`call_timeout_within`).
+        """
+        return self._batch("delete", "delete_message_batch", messages, {}, timeout)
+
+    def change_visibility(
+        self, messages: Sequence[Message], seconds: int, *, timeout: float | None = None
+    ) -> list[str]:
         """Batch-change visibility; return ids that failed (e.g. already deleted)."""
         return self._batch(
             "change visibility",
             "change_message_visibility_batch",
             messages,
             {"VisibilityTimeout": seconds},
+            timeout,
         )
 
     def _batch(
-        self, action: str, method: str, messages: Sequence[Message], extra: dict[str, Any]
+        self,
+        action: str,
+        method: str,
+        messages: Sequence[Message],
+        extra: dict[str, Any],
+        timeout: float | None,
     ) -> list[str]:
         failed: list[str] = []
+        client = self._within(timeout)
         for chunk in chunks(messages):
             entries = [
                 {"Id": str(i), "ReceiptHandle": m.receipt, **extra} for i, m in enumerate(chunk)
             ]
             with translated(action):
-                answer = getattr(self.client, method)(QueueUrl=self.queue_url, Entries=entries)
+                answer = getattr(client, method)(QueueUrl=self.queue_url, Entries=entries)
             for entry in answer.get("Failed", []):
                 failed.append(chunk[int(entry["Id"])].message_id)
         if failed:
             log.warning("SQS %s failed for %d message(s)", action, len(failed))
         return failed
 
-    def _attributes(self, names: list[str]) -> dict[str, str]:
+    def _attributes(self, names: list[str], *, timeout: float | None = None) -> dict[str, str]:
         with translated("get attributes"):
-            answer = self.client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
+            answer = self._within(timeout).get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=names
+            )
         return dict(answer.get("Attributes", {}))
 
     def depth(self) -> QueueDepth:
@@ -287,14 +373,15 @@ class SqsSource:
             delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
         )
 
-    def info(self) -> QueueInfo:
+    def info(self, *, timeout: float | None = None) -> QueueInfo:
         """Queue depth and the settings that matter to delivery guarantees.
 
-        The dead-letter queue's URL is looked up on the first call only.
+        The dead-letter queue's URL is looked up on the first call only. With
+        `timeout`, each call's timeouts are cut to it (`call_timeout_within`).
         """
-        attrs = self._attributes(["All"])
+        attrs = self._attributes(["All"], timeout=timeout)
         if self._dlq is None:
-            self._dlq = self._dead_letter(attrs.get("RedrivePolicy"))
+            self._dlq = self._dead_letter(attrs.get("RedrivePolicy"), timeout=timeout)
         dlq_url, max_receives = self._dlq
         return QueueInfo(
             visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
@@ -306,7 +393,9 @@ class SqsSource:
             max_receive_count=max_receives,
         )
 
-    def _dead_letter(self, redrive_policy: str | None) -> tuple[str | None, int | None]:
+    def _dead_letter(
+        self, redrive_policy: str | None, *, timeout: float | None = None
+    ) -> tuple[str | None, int | None]:
         """(DLQ URL, maxReceiveCount) from a RedrivePolicy, or (None, None)."""
         if not redrive_policy:
             return None, None
@@ -319,7 +408,7 @@ class SqsSource:
         account = arn.split(":")[4] if arn.count(":") >= 5 else None
         kwargs = {"QueueOwnerAWSAccountId": account} if account else {}
         with translated("get DLQ url"):
-            url: str = self.client.get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
+            url: str = self._within(timeout).get_queue_url(QueueName=name, **kwargs)["QueueUrl"]
         return url, max_receives
 
     def send_bodies(self, bodies: Sequence[str]) -> int:

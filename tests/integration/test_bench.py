@@ -52,13 +52,13 @@ def tally(monkeypatch: pytest.MonkeyPatch) -> Tally:
     memory_write, postgres_write = MemorySink.write, PostgresSink.write
     sqs_receive, sqs_delete, synthetic = SqsSource.receive, SqsSource.delete, bench.synthetic
 
-    def count_memory(self: MemorySink, batch: Any) -> WriteResult:
-        result = memory_write(self, batch)
+    def count_memory(self: MemorySink, batch: Any, **kwargs: Any) -> WriteResult:
+        result = memory_write(self, batch, **kwargs)
         seen.add(seen.memory, result)
         return result
 
-    def count_postgres(self: PostgresSink, batch: Any) -> WriteResult:
-        result = postgres_write(self, batch)
+    def count_postgres(self: PostgresSink, batch: Any, **kwargs: Any) -> WriteResult:
+        result = postgres_write(self, batch, **kwargs)
         seen.add(seen.postgres, result)
         return result
 
@@ -67,8 +67,8 @@ def tally(monkeypatch: pytest.MonkeyPatch) -> Tally:
         seen.received.update(m.message_id for m in messages)
         return messages
 
-    def count_deletes(self: SqsSource, messages: Any) -> list[str]:
-        failed = sqs_delete(self, messages)
+    def count_deletes(self: SqsSource, messages: Any, **kwargs: Any) -> list[str]:
+        failed = sqs_delete(self, messages, **kwargs)
         seen.deleted |= {m.message_id for m in messages} - set(failed)
         return failed
 

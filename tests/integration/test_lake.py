@@ -64,11 +64,11 @@ class LosesDeletes(SqsSource):
         super().__init__(*args, **kwargs)
         self.lost = 0
 
-    def delete(self, messages: Any) -> list[str]:
+    def delete(self, messages: Any, *, timeout: float | None = None) -> list[str]:
         if self.lost < 3:
             self.lost += 1
             return []
-        return super().delete(messages)
+        return super().delete(messages, timeout=timeout)
 
 
 def drain_with_lake(env, source: SqsSource) -> None:

@@ -51,10 +51,10 @@ def run_in_process(env, source: SqsSource) -> Stats:
 class DiesAfterCommit(SqsSource):
     """A worker that dies at its first delete: after the commit, before any delete."""
 
-    def delete(self, messages: Any) -> list[str]:
+    def delete(self, messages: Any, *, timeout: float | None = None) -> list[str]:
         raise SystemExit("crash")
 
-    def change_visibility(self, messages: Any, seconds: int) -> list[str]:
+    def change_visibility(self, messages: Any, seconds: int, **_: Any) -> list[str]:
         raise SystemExit("crash")  # dead: it hands nothing back either
 
 

@@ -160,7 +160,7 @@ def test_non_psycopg_errors_are_not_transient() -> None:
 # -- SQS -------------------------------------------------------------------------
 
 CLIENT_ERRORS = [
-    # throttled or failing on AWS's side: retry (botocore has already retried)
+    # throttled or failing on AWS's side: retry (under the worker's policy: botocore tries once)
     ("Throttling", 400, "retry"),
     ("ThrottlingException", 400, "retry"),
     ("RequestThrottled", 403, "retry"),

@@ -105,7 +105,7 @@ class HeldSink(MemorySink):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
         self.entered.set()
         self.release.wait(30)
         return super().write(batch)

@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "login_etl"
 # The label values the operations docs and the alerts are written against.
 RETRY_STAGES = {"receive", "write", "delete", "extend", "prune", "lake", "startup"}
 # Every stage name a retried call in the package is given, as written at its call site.
-_STAGE_AT_CALL = re.compile(r'\.(?:call|failed)\(\s*"([^"]+)"')
+_STAGE_AT_CALL = re.compile(r'\.(?:call|call_within|failed)\(\s*"([^"]+)"')
 
 
 class NoWait(threading.Event):

@@ -49,7 +49,9 @@ def fill(source: MemorySource, bodies: Sequence[str]) -> dict[str, str]:
 class PollingSource(MemorySource):
     """A MemorySource whose empty receive waits a little, like a (short) long poll."""
 
-    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
+    def receive(
+        self, max_messages: int, wait_seconds: int, *, timeout: float | None = None
+    ) -> list[Message]:
         out = super().receive(max_messages, wait_seconds)
         if not out:
             time.sleep(0.01)
@@ -167,7 +169,7 @@ def test_redelivered_message_is_loaded_once(masker: Masker) -> None:
     writes = [0]
 
     class ExpiringSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             writes[0] += 1
             if writes[0] == 1:
                 assert source.info().in_flight == 10
@@ -232,7 +234,7 @@ def test_max_in_flight_bounds_what_is_held(masker: Masker) -> None:
     seen: list[tuple[int, int]] = []
 
     class WatchingSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             seen.append((source.info().in_flight, stats.in_hand))
             time.sleep(0.005)
             return sink.write(batch)
@@ -280,7 +282,7 @@ class FlakySink:
         self.calls = 0
         self.inner = MemorySink()
 
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
         self.calls += 1
         if self.calls <= self.failures:
             raise SinkUnavailable("database restarting")
@@ -345,8 +347,12 @@ class FlakySource(PollingSource):
     def __init__(self, *args: Any, failures: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.failures = failures
+        self.timeouts: list[float | None] = []
 
-    def receive(self, max_messages: int, wait_seconds: int) -> list[Message]:
+    def receive(
+        self, max_messages: int, wait_seconds: int, *, timeout: float | None = None
+    ) -> list[Message]:
+        self.timeouts.append(timeout)
         if self.failures > 0:
             self.failures -= 1
             raise SourceUnavailable("throttled")
@@ -359,6 +365,30 @@ def test_source_outage_is_retried(masker: Masker) -> None:
     assert stats.retries_by_stage == {"receive": 2}
     assert stats.loaded == 7
     assert_queue_empty(source)
+
+
+def test_each_retried_call_is_given_the_time_left_of_the_budget(masker: Masker) -> None:
+    """A first receive, write or delete may take the whole budget; a retry, what is left
+    of it (so that a hung retry ends near the give-up instant, not at its own timeout)."""
+    receives = FlakySource([record_body(user_id=f"u{i}") for i in range(10)], failures=2)
+    deletes = FlakyDeletes([record_body(user_id=f"u{i}") for i in range(10)], failures=2)
+    writes: list[float | None] = []
+
+    class FlakySink(MemorySink):
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
+            writes.append(timeout)
+            if len(writes) <= 2:
+                raise SinkUnavailable("connection timeout expired")
+            return super().write(batch)
+
+    opts = options(batch_size=10, concurrency=1, max_retry_time=60.0)
+    Pipeline(receives, MemorySink(), masker, opts).run()
+    Pipeline(deletes, FlakySink(), masker, opts).run()
+    for given in (receives.timeouts[:3], deletes.timeouts[:3], writes[:3]):
+        first, *retries = given
+        assert first == 60.0, given
+        assert all(t is not None and 50 < t < 60 for t in retries), given
+        assert retries == sorted(retries, reverse=True), given  # the budget runs down
 
 
 def test_source_outage_past_max_retry_time(masker: Masker) -> None:
@@ -376,7 +406,7 @@ class CheckedSource(MemorySource):
         self.sink = sink
         self.problems: list[str] = []
 
-    def delete(self, messages: Sequence[Message]) -> list[str]:
+    def delete(self, messages: Sequence[Message], *, timeout: float | None = None) -> list[str]:
         ids = {m.message_id for m in messages}
         if not ids <= set(self.sink.ledger):
             self.problems.append(f"deleted before commit: {sorted(ids - set(self.sink.ledger))}")
@@ -399,7 +429,7 @@ class CrashAfterCommit:
     def __init__(self, inner: MemorySink) -> None:
         self.inner = inner
 
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
         self.inner.write(batch)
         raise RuntimeError("worker killed after commit")
 
@@ -439,9 +469,11 @@ class FlakyDeletes(MemorySource):
         super().__init__(*args, **kwargs)
         self.failures = failures
         self.delete_calls = 0
+        self.timeouts: list[float | None] = []
 
-    def delete(self, messages: Sequence[Message]) -> list[str]:
+    def delete(self, messages: Sequence[Message], *, timeout: float | None = None) -> list[str]:
         self.delete_calls += 1
+        self.timeouts.append(timeout)
         if self.failures > 0:
             self.failures -= 1
             raise SourceUnavailable("delete timed out")
@@ -477,7 +509,7 @@ def test_stop_releases_buffered_messages(masker: Masker) -> None:
     writing, gate = threading.Event(), threading.Event()
 
     class GatedSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             writing.set()
             assert gate.wait(10)
             return sink.write(batch)
@@ -523,7 +555,9 @@ class ExtensionLog(PollingSource):
         super().__init__(*args, **kwargs)
         self.extended_ids: list[set[str]] = []
 
-    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+    def change_visibility(
+        self, messages: Sequence[Message], seconds: int, *, timeout: float | None = None
+    ) -> list[str]:
         if seconds:
             self.extended_ids.append({m.message_id for m in messages})
         return super().change_visibility(messages, seconds)
@@ -543,7 +577,7 @@ def _slow_run(masker: Masker, heartbeat: bool) -> tuple[Stats, MemorySource, lis
     visible_after_write: list[int] = []
 
     class SlowSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             if len(visible_after_write) == 2:  # redeliveries of the control run: no delay
                 return sink.write(batch)
             for _ in range(2):
@@ -599,7 +633,7 @@ def test_heartbeat_stops_extending_a_message_once_committed(masker: Masker) -> N
     during_second: list[set[str]] = []
 
     class HoldSecondSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             if sink.ledger:  # the second batch: the first committed, its lease dropped
                 call = len(source.extended_ids)
                 wait_until(lambda: sum(second in ids for ids in source.extended_ids[call:]) >= 2)
@@ -625,7 +659,9 @@ class RecordingSource(PollingSource):
         self.calls: list[tuple[int, int]] = []  # (messages, seconds)
         self.failures = failures
 
-    def change_visibility(self, messages: Sequence[Message], seconds: int) -> list[str]:
+    def change_visibility(
+        self, messages: Sequence[Message], seconds: int, *, timeout: float | None = None
+    ) -> list[str]:
         self.calls.append((len(messages), seconds))
         if seconds and self.failures > 0:
             self.failures -= 1
@@ -643,7 +679,7 @@ def test_heartbeat_extends_to_a_full_timeout_and_retries_failed_extensions(
     held = threading.Event()
 
     class HoldingSink:
-        def write(self, batch: Batch) -> WriteResult:
+        def write(self, batch: Batch, *, timeout: float | None = None) -> WriteResult:
             assert held.wait(10)
             return sink.write(batch)
 

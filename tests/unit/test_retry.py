@@ -159,3 +159,43 @@ def test_failed_keeps_one_give_up_instant_across_calls() -> None:
     clock.now = 10.0
     with pytest.raises(RetryTimeExceeded, match="extend: gave up after 10s"):
         retrier.failed("extend", SinkUnavailable("x"), backoff)
+
+
+def test_time_left_runs_down_to_the_give_up_instant_and_stays_at_zero() -> None:
+    b = Backoff.starting(100.0, 4.0)
+    assert [b.time_left(t) for t in (100.0, 101.5, 104.0, 110.0)] == [4.0, 2.5, 0.0, 0.0]
+
+
+def test_each_attempt_is_given_the_time_left_before_give_up() -> None:
+    """The first attempt may take the whole budget; each retry only what is left of it."""
+    clock = Clock()
+    clock.now = 1000.0
+    stop = TickingStop(clock)
+    attempts: list[tuple[float, float]] = []  # (when it began, the seconds it was given)
+
+    def fails_after_a_second(seconds: float) -> str:
+        attempts.append((clock.now, seconds))
+        clock.now += min(seconds, 1.0)
+        raise SinkUnavailable("connection timeout expired")
+
+    with pytest.raises(RetryTimeExceeded, match="gave up after 4s"):
+        Retrier(4, stop=stop, clock=clock).call_within("init-db", fails_after_a_second)
+    assert attempts[0] == (1000.0, 4.0)
+    assert len(attempts) >= 3
+    for began, seconds in attempts[1:]:
+        assert seconds == pytest.approx(1004.0 - began)  # the outage began at 1000
+    assert clock.now <= 1004.0 + 1.0  # the last attempt ended within its own bound
+
+
+def test_a_hung_first_attempt_bounded_by_its_time_gives_up_at_the_budget() -> None:
+    """Measured before the fix: a 10 s connect timeout against a 4 s budget gave up at 10 s."""
+    clock = Clock()
+    stop = TickingStop(clock)
+
+    def hangs_until_its_timeout(seconds: float) -> str:
+        clock.now += min(seconds, 10.0)  # a client timeout of 10 s, cut to `seconds`
+        raise SinkUnavailable("connection timeout expired")
+
+    with pytest.raises(RetryTimeExceeded, match="gave up after 4s"):
+        Retrier(4, stop=stop, clock=clock).call_within("init-db", hangs_until_its_timeout)
+    assert clock.now == 4.0 and stop.waits == []
