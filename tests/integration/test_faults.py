@@ -274,8 +274,11 @@ def test_heartbeat_keeps_a_slow_batch_invisible(etl_env, sqs_client) -> None:
     batch = make_messages(200, seed=81, bad_rate=0.02)
     send(sqs_client, etl_env.queue_url, batch.bodies)
     # One receiver: moto may hand one message to two concurrent receive calls.
+    # Every batch is a full 100 (200 = 2 x 100, all queued before the start): the
+    # writer waits for the receiver however slow a loaded machine makes it, and the
+    # drain's end (receiver done) ends the wait at once.
     log = drain(
-        etl_env.vars(), "--batch-size", "100", "--batch-wait-seconds", "1", "--concurrency", "1"
+        etl_env.vars(), "--batch-size", "100", "--batch-wait-seconds", "120", "--concurrency", "1"
     )
     slowest = max(float(ms) for ms in re.findall(r"batch committed .* ms=([\d.]+)", log))
     assert slowest > 4000  # the premise: batches outlived the visibility timeout twice

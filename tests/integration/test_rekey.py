@@ -186,13 +186,13 @@ def test_rotation_in_the_middle_of_a_load_ends_with_every_row_under_the_new_key(
         )
 
     workers = [start(etl_env.vars())]
-    deadline = time.monotonic() + 60
-    while query(url, "SELECT count(*) FROM user_logins")[0][0] <= 60:
-        assert time.monotonic() < deadline and workers[0].poll() is None
-        time.sleep(0.05)
-    workers.append(start(rotated))
     overlapped = rewritten = 0
     try:
+        deadline = time.monotonic() + 60
+        while query(url, "SELECT count(*) FROM user_logins")[0][0] <= 60:
+            assert time.monotonic() < deadline and workers[0].poll() is None
+            time.sleep(0.05)
+        workers.append(start(rotated))
         while any(w.poll() is None for w in workers):
             alive_before = all(w.poll() is None for w in workers)
             done = cli(rotated, "rekey")

@@ -155,7 +155,10 @@ def run(console: Console, options: DemoOptions) -> int:
     bodies = demo_bodies(options)  # a bad --file fails before anything starts
     stack = ExitStack()
     try:
-        with _logs_to(console), _signal_handlers(_interrupt, signal.SIGTERM):
+        # SIGINT too, explicitly: a process started with SIGINT ignored (a background
+        # job of a non-interactive shell, and everything it starts) gets no
+        # KeyboardInterrupt from Python, and --keep would then never stop on Ctrl-C.
+        with _logs_to(console), _signal_handlers(_interrupt, signal.SIGINT, signal.SIGTERM):
             return _run(console, options, bodies, stack)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] stopping everything the demo started")
@@ -294,5 +297,5 @@ def _signal_handlers(handler: Any, *signums: int) -> Iterator[None]:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM cleans up like Ctrl-C instead of killing us with servers still running."""
+    """SIGINT and SIGTERM clean up (Ctrl-C) instead of leaving servers running."""
     raise KeyboardInterrupt
