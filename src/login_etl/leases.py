@@ -273,6 +273,11 @@ class Hand:
         """Their batch committed: no more extensions (they stay held until deleted)."""
         self.leases.drop(messages)
 
+    def handing_back(self, messages: Iterable[Message]) -> None:
+        """About to make them visible again: no more extensions, so that a heartbeat
+        tick cannot hide again what is being handed back (they stay held until let go)."""
+        self.leases.drop(messages)
+
     def leftover(self) -> list[Message]:
         """At shutdown: close, and return what is buffered, still held."""
         self.close()

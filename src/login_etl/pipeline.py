@@ -386,6 +386,7 @@ class Pipeline:
     def _release(self, messages: list[Message]) -> None:
         """Make messages visible again at once so another worker takes them (one attempt)."""
         released = 0
+        self._hand.handing_back(messages)
         try:
             with self.stats.waits.bounded(self._calls(messages) * self.options.source_timeout):
                 self.source.change_visibility(messages, 0)

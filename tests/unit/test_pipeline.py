@@ -535,6 +535,39 @@ def test_stop_releases_buffered_messages(masker: Masker) -> None:
     assert len(again) == 45 and all(m.receive_count == 2 for m in again)
 
 
+class LeaseAtRelease(MemorySource):
+    """On each release (visibility 0), records which of its messages a heartbeat
+    tick could still extend at that moment."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipeline: Pipeline | None = None
+        self.leased_at_release: list[int] = []
+
+    def change_visibility(
+        self, messages: Sequence[Message], seconds: int, *, timeout: float | None = None
+    ) -> list[str]:
+        if seconds == 0 and self.pipeline is not None:
+            leased = {m.receipt for m in self.pipeline._hand.leases.due(float("inf"))}
+            self.leased_at_release.append(sum(m.receipt in leased for m in messages))
+        return super().change_visibility(messages, seconds)
+
+
+def test_a_released_message_is_no_longer_extended(masker: Masker) -> None:
+    # A heartbeat tick between the release and the drop of the lease would hide
+    # again (for a whole visibility timeout) what was just handed back.
+    source = LeaseAtRelease(visibility_timeout=300)
+    fill(source, [record_body(user_id=f"u{i}") for i in range(8)])
+    pipeline = Pipeline(
+        source, MemorySink(), BrokenMasker(KEY_A), options(concurrency=1, batch_size=8)
+    )
+    source.pipeline = pipeline
+    with pytest.raises(RuntimeError, match="a bug"):
+        pipeline.run()
+    assert source.leased_at_release == [0]
+    assert pipeline.stats.released == 8
+
+
 def test_stop_while_idle_returns_promptly(masker: Masker) -> None:
     # The heartbeat's period is ten minutes, and run() waits as long for its threads:
     # returning at all means stop() woke every one of them.
