@@ -268,20 +268,22 @@ def test_signal_hands_back_held_messages(etl_env, sqs_client, workers, signum) -
 def test_heartbeat_keeps_a_slow_batch_invisible(etl_env, sqs_client) -> None:
     url = etl_env.database_url
     sqs_client.set_queue_attributes(
-        QueueUrl=etl_env.queue_url, Attributes={"VisibilityTimeout": "2"}
+        QueueUrl=etl_env.queue_url, Attributes={"VisibilityTimeout": "4"}
     )
-    slow_inserts(url, 0.05)  # a batch of 100 takes about 5 s: 2.5 visibility timeouts
-    batch = make_messages(200, seed=81, bad_rate=0.02)
+    slow_inserts(url, 0.2)  # a batch of 50 takes about 10 s: 2.5 visibility timeouts
+    batch = make_messages(100, seed=81, bad_rate=0.02)
     send(sqs_client, etl_env.queue_url, batch.bodies)
     # One receiver: moto may hand one message to two concurrent receive calls.
-    # Every batch is a full 100 (200 = 2 x 100, all queued before the start): the
+    # Every batch is a full 50 (100 = 2 x 50, all queued before the start): the
     # writer waits for the receiver however slow a loaded machine makes it, and the
-    # drain's end (receiver done) ends the wait at once.
+    # drain's end (receiver done) ends the wait at once. A heartbeat round over the
+    # 100 held is 10 calls; a loaded machine's moto takes seconds for 20 of them,
+    # longer than two thirds of a 2 s timeout, so the timeout is 4 s.
     log = drain(
-        etl_env.vars(), "--batch-size", "100", "--batch-wait-seconds", "120", "--concurrency", "1"
+        etl_env.vars(), "--batch-size", "50", "--batch-wait-seconds", "120", "--concurrency", "1"
     )
     slowest = max(float(ms) for ms in re.findall(r"batch committed .* ms=([\d.]+)", log))
-    assert slowest > 4000  # the premise: batches outlived the visibility timeout twice
+    assert slowest > 8000  # the premise: batches outlived the visibility timeout twice
     stats = stats_line(log)
     assert stats["duplicates"] == 0 and stats["received"] == len(batch.bodies), stats
     assert_exactly_once(etl_env, batch)
